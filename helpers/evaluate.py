@@ -1,0 +1,182 @@
+"""Evaluate a model (or a baseline) on the validation or test split.
+
+Protocols (see `docs/ssept.md`):
+- `sampled`: the held-out item against 100 distinct items the user never interacted
+  with, drawn once from a generator seeded by (seed, split), so numbers repeat exactly;
+- `full`: every item, with the items of the user's input history removed by default
+  (the held-out item itself is never removed).
+
+Command line: `python -m helpers.evaluate --checkpoint PATH --dataset NAME
+--protocol sampled|full --split valid|test [--seed S]` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from helpers.data import Split, leave_one_out, load
+from helpers.errors import CheckpointError, ConfigError
+from helpers.metrics import full_ranks, sampled_ranks, summarize
+from helpers.sampler import HistoryIndex, gather_windows, sample_negatives
+from helpers.utils import get_device, run_cli
+
+PROTOCOLS = ("sampled", "full")
+SPLITS = ("valid", "test")
+
+
+class Scorer(Protocol):
+    """Anything with a window length and `predict(users, seqs, candidates)`."""
+
+    maxlen: int
+
+    def predict(self, users: torch.Tensor, seqs: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        ...
+
+
+class Evaluator:
+    """Everything fixed about one evaluation (users, targets, negatives), reusable across epochs."""
+
+    def __init__(
+        self,
+        split: Split,
+        which: str = "valid",
+        protocol: str = "sampled",
+        seed: int = 0,
+        n_negatives: int = 100,
+        remove_history: bool = True,
+        batch_size: int = 1024,
+        users: np.ndarray | None = None,
+        ks: tuple[int, ...] = (10,),
+    ) -> None:
+        if which not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {which!r}")
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.split, self.which, self.protocol = split, which, protocol
+        self.remove_history, self.batch_size, self.ks = remove_history, batch_size, ks
+        eval_users = split.eval_users
+        if users is not None:
+            eval_users = np.intersect1d(eval_users, users)
+        if eval_users.size == 0:
+            raise ConfigError("no user has 3 or more rows, so there is nobody to evaluate")
+        self.n_skipped = split.n_skipped
+        hist_len = split.history_len(which)
+        self.targets_all = split.targets(which)
+        self.negatives: np.ndarray | None = None
+        if protocol == "sampled":
+            rng = np.random.default_rng([seed, SPLITS.index(which)])
+            negs = sample_negatives(rng, HistoryIndex(split.data), eval_users, n_negatives, distinct=True)
+            self.negatives = np.zeros((split.data.n_users + 1, n_negatives), dtype=np.int64)
+            self.negatives[eval_users] = negs
+        # Shortest histories first, so each batch is trimmed to a similar width.
+        self.users = eval_users[np.argsort(hist_len[eval_users], kind="stable")]
+        self.hist_len = hist_len
+
+    def _batches(self) -> list[np.ndarray]:
+        return [self.users[i : i + self.batch_size] for i in range(0, self.users.size, self.batch_size)]
+
+    def _history_mask(self, users: np.ndarray, targets: np.ndarray, n_cols: int) -> torch.Tensor:
+        """(B, n_cols) True at the items of each user's input history, except the target."""
+        data = self.split.data
+        lengths = self.hist_len[users]
+        rows = np.repeat(np.arange(users.size), lengths)
+        first = np.repeat(data.offsets[users] - np.cumsum(lengths) + lengths, lengths)
+        cols = data.items[first + np.arange(rows.size)]
+        mask = np.zeros((users.size, n_cols), dtype=bool)
+        mask[rows, cols] = True
+        mask[np.arange(users.size), targets] = False
+        return torch.from_numpy(mask)
+
+    @torch.no_grad()
+    def ranks(self, model: Scorer, device: torch.device | str | None = None, progress: bool = False) -> np.ndarray:
+        """Rank of the held-out item for each user in `self.users` (that order)."""
+        if hasattr(model, "parameters"):
+            device = device or next(model.parameters()).device
+        device = torch.device(device or "cpu")
+        check_fits(model, self.split)
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):
+            model.eval()
+        data, out = self.split.data, []
+        for users in tqdm(self._batches(), desc=f"eval {self.which}/{self.protocol}", disable=not progress,
+                          leave=False):
+            start = data.offsets[users]
+            width = int(min(model.maxlen, max(self.hist_len[users].max(), 1)))
+            seqs = gather_windows(data.items, start, start + self.hist_len[users], width)
+            targets = self.targets_all[users]
+            u = torch.from_numpy(users).to(device)
+            s = torch.from_numpy(seqs).to(device)
+            if self.protocol == "sampled":
+                cand = np.concatenate([targets[:, None], self.negatives[users]], axis=1)
+                scores = model.predict(u, s, torch.from_numpy(cand).to(device)).float()
+                out.append(sampled_ranks(scores).cpu())
+            else:
+                scores = model.predict(u, s, None).float()
+                if self.remove_history:
+                    mask = self._history_mask(users, targets, scores.shape[1]).to(device)
+                    scores = scores.masked_fill(mask, float("-inf"))
+                out.append(full_ranks(scores, torch.from_numpy(targets).to(device)).cpu())
+        if was_training:
+            model.train()
+        return torch.cat(out).numpy()
+
+    def __call__(
+        self, model: Scorer, device: torch.device | str | None = None, progress: bool = False
+    ) -> dict[str, Any]:
+        """Metrics dict: ndcg@k, hr@k, mrr, the number of users evaluated and skipped."""
+        return {**summarize(self.ranks(model, device, progress), self.ks),
+                "users": int(self.users.size), "skipped_users": self.n_skipped}
+
+
+def check_fits(model: Scorer, split: Split) -> None:
+    """Refuse a model whose user or item table does not match the dataset."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    data = split.data
+    if config.n_items != data.n_items or config.n_users != data.n_users:
+        raise CheckpointError(
+            f"model was built for {config.n_users} users and {config.n_items} items, but dataset "
+            f"{data.name!r} has {data.n_users} users and {data.n_items} items"
+        )
+
+
+def evaluate(model: Scorer, split: Split, which: str = "test", protocol: str = "sampled", seed: int = 0,
+             **kwargs: Any) -> dict[str, Any]:
+    """One-off evaluation; build an `Evaluator` instead when evaluating repeatedly."""
+    return Evaluator(split, which, protocol, seed, **kwargs)(model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate a checkpoint and print one JSON object."""
+    from helpers.model import load_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (.pt)")
+    parser.add_argument("--dataset", required=True, help="ml-1m, wiki1000, ml-100k or a path to a 'user item' file")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="sampled")
+    parser.add_argument("--split", choices=SPLITS, default="test")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
+    parser.add_argument("--keep-history", action="store_true", help="full protocol: do not remove seen items")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
+    args = parser.parse_args(argv)
+    device = get_device(args.device)
+    model, _ = load_checkpoint(args.checkpoint, device)
+    split = leave_one_out(load(args.dataset))
+    t0 = time.perf_counter()
+    result = Evaluator(split, args.split, args.protocol, args.seed, remove_history=not args.keep_history)(model)
+    result = {"checkpoint": args.checkpoint, "dataset": args.dataset, "protocol": args.protocol,
+              "split": args.split, "seed": args.seed, **result, "seconds": round(time.perf_counter() - t0, 3)}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

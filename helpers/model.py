@@ -1,0 +1,237 @@
+"""SSE-PT: a personalised causal transformer for next-item recommendation.
+
+`user_dim = 0` removes the user part, which gives SASRec. The model follows
+`docs/ssept.md` (restated from Wu et al., RecSys 2020):
+
+- input at each position: `concat(item_emb[i] * sqrt(d_i), user_emb[u] * sqrt(d_u))`
+  plus a learned position embedding; dropout; padded positions zeroed;
+- blocks that layer-norm the queries only, attend causally over the un-normalised
+  keys/values, add the attention output to the normalised queries, then apply a
+  feed-forward layer with a residual on its layer-normed input;
+- a final layer norm gives `h_t`; candidate `j` scores
+  `h_t . concat(item_emb[j], user_emb[u] * sqrt(d_u))`.
+
+Padded positions never influence real ones: they are zeroed after every block and
+masked out as attention keys. A batch may therefore be trimmed to its longest
+sequence: an input of width L < maxlen uses the last L position embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.checkpoint import read_checkpoint
+from helpers.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class SSEPTConfig:
+    """Everything needed to build the model; stored in every checkpoint."""
+
+    n_users: int  # largest user id (ids start at 1; row 0 unused)
+    n_items: int  # largest item id (ids start at 1; row 0 is padding)
+    item_dim: int = 50  # d_i, width of the item part
+    user_dim: int = 50  # d_u, width of the user part; 0 gives SASRec
+    maxlen: int = 200  # longest input window (number of position embeddings)
+    num_blocks: int = 2  # self-attention blocks
+    num_heads: int = 1  # attention heads; must divide item_dim + user_dim
+    dropout: float = 0.2  # on inputs, attention weights and feed-forward output
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_users >= 1, f"n_users must be at least 1, got {self.n_users}"),
+            (self.n_items >= 1, f"n_items must be at least 1, got {self.n_items}"),
+            (self.item_dim >= 1, f"item_dim must be at least 1, got {self.item_dim}"),
+            (self.user_dim >= 0, f"user_dim must be 0 (SASRec) or more, got {self.user_dim}"),
+            (self.maxlen >= 1, f"maxlen must be at least 1, got {self.maxlen}"),
+            (self.num_blocks >= 1, f"num_blocks must be at least 1, got {self.num_blocks}"),
+            (self.num_heads >= 1, f"num_heads must be at least 1, got {self.num_heads}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if self.dim % self.num_heads:
+            raise ConfigError(f"num_heads {self.num_heads} must divide the width {self.dim}")
+
+    @property
+    def dim(self) -> int:
+        """Model width d = d_i + d_u."""
+        return self.item_dim + self.user_dim
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SSEPTConfig:
+        """Rebuild from `asdict`, refusing unknown keys so a wrong file fails loudly."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise CheckpointError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**values)
+
+
+class Block(nn.Module):
+    """Causal self-attention (queries layer-normed) followed by a feed-forward layer."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """`x` (B, L, d); `attn_mask` (B, 1, L, L) True where attention is allowed; `keep` (B, L, 1)."""
+        b, length, d = x.shape
+        h = self.num_heads
+        q_in = self.attn_norm(x)
+        q = self.q_proj(q_in).view(b, length, h, d // h).transpose(1, 2)
+        k, v = self.kv_proj(x).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = q_in + attn.transpose(1, 2).reshape(b, length, d)
+        x = self.ffn_norm(x)
+        x = x + self.ffn(x)
+        return x * keep
+
+
+class SSEPT(nn.Module):
+    """SSE-PT (or SASRec with `user_dim = 0`) built from an `SSEPTConfig` alone."""
+
+    def __init__(self, config: SSEPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_emb = nn.Embedding(config.n_items + 1, config.item_dim, padding_idx=0)
+        self.user_emb = nn.Embedding(config.n_users + 1, config.user_dim) if config.user_dim else None
+        self.pos_emb = nn.Embedding(config.maxlen, config.dim)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(config.dim, config.num_heads, config.dropout) for _ in range(config.num_blocks)
+        )
+        self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Xavier for every matrix and embedding, zero biases, padding row kept at zero."""
+        for name, param in self.named_parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+            elif name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(param)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    @property
+    def maxlen(self) -> int:
+        """Longest input window."""
+        return self.config.maxlen
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """What transfers between datasets: blocks, position embeddings and layer norms."""
+        return [*self.pos_emb.parameters(), *self.blocks.parameters(), *self.final_norm.parameters()]
+
+    def _user_vectors(self, users: torch.Tensor) -> torch.Tensor | None:
+        if self.user_emb is None:
+            return None
+        return self.user_emb(users) * math.sqrt(self.config.user_dim)
+
+    def forward(self, users: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, d) for users (B,) and left-padded item windows (B, L), L <= maxlen."""
+        b, length = seqs.shape
+        if length > self.config.maxlen:
+            raise ConfigError(f"input width {length} exceeds maxlen {self.config.maxlen}")
+        x = self.item_emb(seqs) * math.sqrt(self.config.item_dim)
+        user_vec = self._user_vectors(users)
+        if user_vec is not None:
+            x = torch.cat([x, user_vec[:, None, :].expand(b, length, -1)], dim=-1)
+        x = x + self.pos_emb.weight[self.config.maxlen - length :]
+        real = seqs > 0
+        keep = real.unsqueeze(-1).to(x.dtype)
+        x = self.emb_dropout(x) * keep
+        # Causal, and padded keys hidden; the diagonal stays open so that a padded query
+        # (all of whose earlier keys are padding) still has a finite softmax.
+        idx = torch.arange(length, device=seqs.device)
+        causal = idx[None, :] <= idx[:, None]
+        allowed = causal & (real[:, None, :] | torch.eye(length, dtype=torch.bool, device=seqs.device))
+        attn_mask = allowed.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, attn_mask, keep)
+        return self.final_norm(x)
+
+    def _split_hidden(self, hidden: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Item half of `hidden`, and the user half's score contribution (same for every candidate)."""
+        d_i = self.config.item_dim
+        user_vec = self._user_vectors(users)
+        if user_vec is None:
+            return hidden, None
+        user_part = hidden[..., d_i:]
+        if hidden.dim() == 3:
+            return hidden[..., :d_i], (user_part * user_vec[:, None, :]).sum(-1)
+        return hidden[..., :d_i], (user_part * user_vec).sum(-1)
+
+    def score_items(self, hidden: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of `items` (B, L) at each position of `hidden` (B, L, d)."""
+        item_part, user_score = self._split_hidden(hidden, users)
+        scores = (item_part * self.item_emb(items)).sum(-1)
+        return scores if user_score is None else scores + user_score
+
+    def score_all(self, hidden: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item id (..., n_items + 1); column 0 (padding) is -inf."""
+        item_part, user_score = self._split_hidden(hidden, users)
+        scores = item_part @ self.item_emb.weight.T
+        if user_score is not None:
+            scores = scores + user_score.unsqueeze(-1)
+        scores[..., 0] = float("-inf")
+        return scores
+
+    @torch.no_grad()
+    def predict(self, users: torch.Tensor, seqs: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        """Scores after the last position: (B, C) for candidate ids (B, C), or (B, n_items + 1) for None."""
+        last = self.forward(users, seqs)[:, -1, :]
+        if candidates is None:
+            return self.score_all(last, users)
+        item_part, user_score = self._split_hidden(last, users)
+        scores = torch.bmm(self.item_emb(candidates), item_part.unsqueeze(-1)).squeeze(-1)
+        return scores if user_score is None else scores + user_score.unsqueeze(-1)
+
+
+def load_model_state(model: SSEPT, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, turning a shape or key mismatch into one clear `CheckpointError`."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or extra or wrong:
+        parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+                 f"shape mismatch {wrong[:3]}" if wrong else ""]
+        raise CheckpointError(
+            f"{source}: weights do not fit the model config ({'; '.join(p for p in parts if p)})"
+        )
+    model.load_state_dict(state)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SSEPT, dict[str, Any]]:
+    """Rebuild the model from a checkpoint's stored config, load its weights; return (model, checkpoint)."""
+    ckpt = read_checkpoint(path)
+    try:
+        config = SSEPTConfig.from_dict(ckpt["config"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path}: the stored model config is invalid ({err})") from None
+    model = SSEPT(config)
+    load_model_state(model, ckpt["model"], str(path))
+    return model.to(device).eval(), ckpt
+
+
+def config_dict(config: SSEPTConfig) -> dict[str, Any]:
+    """Plain-type dict of a config (what checkpoints store)."""
+    return asdict(config)

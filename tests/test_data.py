@@ -1,0 +1,159 @@
+"""Parsing, fetching, the split, statistics and raw converters."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import data
+from helpers.errors import DataError
+
+
+def test_parse_tiny(tiny_file: Path) -> None:
+    d = data.read_pairs(tiny_file)
+    assert (d.n_users, d.n_items, d.n_rows) == (3, 6, 11)
+    assert d.user_items(1).tolist() == [1, 2, 3, 4, 5]
+    assert d.user_items(2).tolist() == [2, 6]
+    assert d.user_items(3).tolist() == [6, 5, 4, 3]
+
+
+def test_split_tiny(tiny_file: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(tiny_file))
+    assert split.eval_users.tolist() == [1, 3]
+    assert split.train_len[1:].tolist() == [3, 2, 2]  # user 2 (n = 2) keeps all
+    assert split.targets("valid")[1:].tolist() == [4, 0, 4]
+    assert split.targets("test")[1:].tolist() == [5, 0, 3]
+    assert split.history_len("test")[1:].tolist() == [4, 2, 3]
+    assert split.n_skipped == 1
+
+
+def test_stats_tiny(tmp_path: Path) -> None:
+    path = tmp_path / "rep.txt"
+    path.write_text("1 1\n1 1\n1 2\n2 2\n2 2\n2 2\n")
+    s = data.stats(data.read_pairs(path))
+    assert s["users"] == 2 and s["items"] == 2 and s["rows"] == 6
+    assert s["repeat_share"] == pytest.approx(3 / 6)  # user 1: one repeat; user 2: two
+    assert s["len_p50"] == 3
+
+
+def test_real_ml1m(ml1m: data.SequenceData) -> None:
+    s = data.stats(ml1m)
+    assert (s["users"], s["items"], s["rows"]) == (6040, 3416, 999_611)
+    assert s["len_p50"] == 96 and s["max_len"] == 2277
+    split = data.leave_one_out(ml1m)
+    assert split.eval_users.size == 6040
+    # Every user's train + valid + test is exactly their sequence.
+    assert int(split.train_len.sum()) + 2 * 6040 == 999_611
+
+
+def test_real_wiki(wiki: data.SequenceData) -> None:
+    s = data.stats(wiki)
+    assert (s["users"], s["items"], s["rows"]) == (8227, 1000, 157_474)
+    assert data.leave_one_out(wiki).eval_users.size == 3958
+    assert 0.78 < s["repeat_share"] < 0.80
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("1 2\n1 x\n", "line 2: item is not an integer"),
+        ("1 2\n1\n", "line 2: expected 2 fields"),
+        ("1 2\n1 3 4\n", "line 2: found 3 fields"),
+        ("1 2\n2 0\n", "line 2: item id 0 is below 1"),
+        ("0 2\n", "line 1: user id 0 is below 1"),
+        ("1 2\n2 3\n1 4\n", "line 3: user 1's lines are not contiguous"),
+        ("", "the file is empty"),
+        ("\n\n", "the file is empty"),
+    ],
+)
+def test_bad_input_one_line_error(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(DataError) as info:
+        data.read_pairs(path)
+    message = str(info.value)
+    assert needle in message and str(path) in message and "\n" not in message
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        data.load("nope")
+
+
+def test_fetch_from_mirror_checks_sha(tmp_path: Path) -> None:
+    path = data.fetch("wiki1000", tmp_path)
+    assert path == tmp_path / "wikipedia.txt"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == data.FILES["wiki1000"].sha256
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left
+
+
+def test_fetch_rejects_corrupt_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "wikipedia.txt").write_text("1 1\n")
+    monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
+    dest = tmp_path / "data"
+    with pytest.raises(DataError, match="SHA-256 mismatch"):
+        data.fetch("wiki1000", dest)
+    assert not (dest / "wikipedia.txt").exists()
+    assert list(dest.iterdir()) == []  # nothing half-written
+
+
+def test_fetch_rejects_corrupt_local_file(tmp_path: Path) -> None:
+    (tmp_path / "wikipedia.txt").write_text("1 1\n")
+    with pytest.raises(DataError, match="SHA-256 mismatch"):
+        data.fetch("wiki1000", tmp_path)
+
+
+def test_fetch_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(data.MIRROR_ENV)
+    offline = data.RemoteFile("wikipedia.txt", data.FILES["wiki1000"].sha256, ("http://127.0.0.1:9/wikipedia.txt",))
+    monkeypatch.setitem(data.FILES, "wiki1000", offline)
+    with pytest.raises(DataError) as info:
+        data.fetch("wiki1000", tmp_path)
+    message = str(info.value)
+    assert "wikipedia.txt" in message and "SSEPT_DATA_MIRROR" in message and "127.0.0.1:9" in message
+    assert "\n" not in message
+
+
+def test_udata_converter_on_ml100k(tmp_path: Path) -> None:
+    raw = data.fetch("ml-100k", tmp_path)
+    d = data.convert_raw(raw, "udata")
+    assert (data.stats(d)["users"], data.stats(d)["items"], d.n_rows) == (943, 1682, 100_000)
+    assert (d.n_users, d.n_items) == (943, 1682)  # remapped to 1..n
+    cored = data.convert_raw(raw, "udata", k=20)
+    s = data.stats(cored)
+    assert s["rows"] < 100_000 and s["users"] < 943 and s["items"] < 1682
+    assert cored.lengths[1:].min() >= 20
+    assert np.bincount(cored.items)[1:].min() >= 20
+
+
+def test_converter_orders_by_time_with_stable_ties(tmp_path: Path) -> None:
+    raw = tmp_path / "u.data"
+    # user 7: items 30 (t=5), 10 (t=1), 20 (t=1): tie keeps file order 10 then 20.
+    raw.write_text("7\t30\t5\t5\n7\t10\t3\t1\n7\t20\t4\t1\n9\t10\t1\t0\n")
+    d = data.convert_raw(raw, "udata")
+    # user 9 acts first (t=0) -> id 1; item 10 first seen -> id 1, then 20 -> 2, 30 -> 3.
+    assert d.user_items(1).tolist() == [1]
+    assert d.user_items(2).tolist() == [1, 2, 3]
+
+
+def test_ratings_and_jodie_converters(tmp_path: Path) -> None:
+    ratings = tmp_path / "ratings.dat"
+    ratings.write_text("5::100::4::20\n5::200::3::10\n6::100::5::30\n")
+    d = data.convert_raw(ratings, "ratings")
+    assert d.user_items(1).tolist() == [1, 2]  # user 5: item 200 (t=10) then 100 (t=20)
+    jodie = tmp_path / "wiki.csv"
+    jodie.write_text("user_id,item_id,timestamp,state_label,f\n0,3,2.0,0,0.1\n0,4,1.0,0,0.2\n1,3,0.5,0,0.3\n")
+    j = data.convert_raw(jodie, "jodie")
+    assert j.user_items(1).tolist() == [1]  # user 1 first in time (t=0.5) with item 3 -> id 1
+    assert j.user_items(2).tolist() == [2, 1]
+
+
+def test_write_pairs_roundtrip(tiny_file: Path, tmp_path: Path) -> None:
+    d = data.read_pairs(tiny_file)
+    back = data.read_pairs(data.write_pairs(d, tmp_path / "out.txt"))
+    assert np.array_equal(back.items, d.items) and np.array_equal(back.offsets, d.offsets)

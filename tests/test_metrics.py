@@ -1,0 +1,126 @@
+"""Metrics on hand-computed cases, and evaluation invariants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import baselines, data
+from helpers.evaluate import Evaluator
+from helpers.metrics import full_ranks, sampled_ranks, summarize
+
+
+def test_summarize_by_hand() -> None:
+    ranks = np.array([0, 1, 9, 10, 50])
+    m = summarize(ranks, ks=(1, 10))
+    assert m["hr@1"] == pytest.approx(1 / 5)
+    assert m["hr@10"] == pytest.approx(3 / 5)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / np.log2(3) + 1 / np.log2(11)) / 5)
+    assert m["ndcg@1"] == pytest.approx(1 / 5)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 10 + 1 / 11 + 1 / 51) / 5)
+
+
+def test_ties_count_against_the_model() -> None:
+    scores = torch.tensor([[1.0, 1.0, 0.0, 2.0], [5.0, 1.0, 2.0, 3.0]])
+    assert sampled_ranks(scores).tolist() == [2, 0]  # tie and a higher one; nothing above
+    full = torch.tensor([[float("-inf"), 1.0, 1.0, 0.5], [float("-inf"), 3.0, 2.0, 1.0]])
+    assert full_ranks(full, torch.tensor([2, 1])).tolist() == [1, 0]
+
+
+class Constant:
+    """Scores every item the same."""
+
+    maxlen = 10
+
+    def predict(self, users, seqs, candidates):
+        shape = (users.shape[0], 21) if candidates is None else candidates.shape
+        return torch.zeros(shape)
+
+
+class Oracle:
+    """Knows the held-out item."""
+
+    maxlen = 10
+
+    def __init__(self, targets: np.ndarray) -> None:
+        self.targets = torch.from_numpy(targets)
+
+    def predict(self, users, seqs, candidates):
+        t = self.targets[users]
+        if candidates is None:
+            return torch.nn.functional.one_hot(t, 21).float()
+        return (candidates == t[:, None]).float()
+
+
+@pytest.fixture
+def small_split(tmp_path: Path) -> data.Split:
+    rng = np.random.default_rng(0)
+    lines = [f"{u} {i}" for u in range(1, 41) for i in rng.choice(np.arange(1, 21), size=8, replace=False)]
+    path = tmp_path / "small.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return data.leave_one_out(data.read_pairs(path))
+
+
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_constant_and_perfect_scorers(small_split: data.Split, protocol: str) -> None:
+    kw = {"n_negatives": 10} if protocol == "sampled" else {}
+    for which in ("valid", "test"):
+        ev = Evaluator(small_split, which, protocol, **kw)
+        assert ev(Constant())["hr@10"] == 0.0
+        perfect = ev(Oracle(small_split.targets(which)))
+        assert perfect["hr@10"] == perfect["ndcg@10"] == perfect["mrr"] == 1.0
+        assert perfect["users"] == 40
+
+
+def test_sampled_negatives_fixed_by_seed(small_split: data.Split) -> None:
+    a = Evaluator(small_split, "test", "sampled", seed=3, n_negatives=10)
+    b = Evaluator(small_split, "test", "sampled", seed=3, n_negatives=10, batch_size=7)
+    c = Evaluator(small_split, "test", "sampled", seed=4, n_negatives=10)
+    assert np.array_equal(a.negatives, b.negatives) and not np.array_equal(a.negatives, c.negatives)
+    pop = baselines.Popularity(small_split, maxlen=10)
+    assert a(pop) == b(pop)  # batch size does not change results
+    # negatives exclude every item the user ever had, valid and test included
+    for u in (1, 17, 40):
+        assert not set(a.negatives[u]) & set(small_split.data.user_items(u).tolist())
+
+
+def test_full_ranking_removes_history(tmp_path: Path) -> None:
+    path = tmp_path / "h.txt"
+    # user 1 history 1,2,3 then valid 4, test 5
+    path.write_text("1 1\n1 2\n1 3\n1 4\n1 5\n2 5\n2 4\n2 3\n2 2\n2 1\n")
+    split = data.leave_one_out(data.read_pairs(path))
+
+    class Fixed:
+        maxlen = 5
+
+        def predict(self, users, seqs, candidates):  # items 1..3 best, then 5, then 4
+            return torch.tensor([[float("-inf"), 9.0, 8.0, 7.0, 1.0, 2.0]] * users.shape[0])
+
+    ranks_removed = Evaluator(split, "test", "full").ranks(Fixed())
+    ranks_kept = Evaluator(split, "test", "full", remove_history=False).ranks(Fixed())
+    users = Evaluator(split, "test", "full").users
+    r = dict(zip(users.tolist(), ranks_removed.tolist()))
+    k = dict(zip(users.tolist(), ranks_kept.tolist()))
+    assert r[1] == 0 and k[1] == 3  # test item 5 behind 1, 2, 3 unless they are removed
+    # user 2: history 5,4,3 and test item 1 -> rank 0 either way (1 scores highest)
+    assert r[2] == 0 and k[2] == 0
+
+
+def test_baselines_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "b.txt"
+    path.write_text("1 1\n1 2\n1 2\n1 2\n1 2\n2 3\n2 1\n2 1\n2 3\n2 1\n")
+    split = data.leave_one_out(data.read_pairs(path))
+    users = torch.tensor([1, 2])
+    seqs = torch.tensor([[1, 2, 2], [3, 1, 1]])
+    rep = baselines.RepeatLast(3, 5).predict(users, seqs, None)
+    assert rep[:, 1:].tolist() == [[0, 1, 0], [1, 0, 0]]
+    freq = baselines.MostFrequent(3, 5).predict(users, seqs, torch.tensor([[1, 2, 3], [1, 2, 3]]))
+    assert freq.tolist() == [[1, 2, 0], [2, 0, 1]]
+    pop = baselines.Popularity(split, 5)
+    assert pop.counts.tolist() == [0, 3, 2, 1]  # train prefixes: [1,2,2] and [3,1,1]
+    # repeat-last is perfect on user 1 (test item 2 = last item of 1,2,2,2)
+    ranks = Evaluator(split, "test", "full", remove_history=False).ranks(baselines.RepeatLast(3, 5))
+    assert ranks.tolist()[0] == 0

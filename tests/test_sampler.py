@@ -1,0 +1,139 @@
+"""The batch sampler: shapes, windows, negatives, SSE rates, SSE-PT++ and seeding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import data
+from helpers.errors import ConfigError
+from helpers.sampler import HistoryIndex, TrainSampler, gather_windows, sample_negatives
+
+
+def _sampler(split: data.Split, seed: int = 0, **kw) -> TrainSampler:
+    kw = {"batch_size": 2, "maxlen": 3} | kw
+    return TrainSampler(split, rng=np.random.default_rng(seed), **kw)
+
+
+def test_gather_windows() -> None:
+    items = np.array([1, 2, 3, 4, 5, 6])
+    out = gather_windows(items, np.array([0, 4]), np.array([4, 6]), 3)
+    assert out.tolist() == [[2, 3, 4], [0, 5, 6]]
+
+
+def test_windows_and_targets_tiny(tiny_file: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(tiny_file))
+    sampler = _sampler(split, batch_size=3, maxlen=3)
+    batch = sampler.make_batch(np.array([1, 2, 3]))
+    # user 1 trains on [1, 2, 3] -> inputs [1, 2], targets [2, 3]; user 2 on [2, 6];
+    # user 3 on [6, 5]. The batch is trimmed to its longest window (2).
+    assert batch.seq.tolist() == [[1, 2], [0, 2], [0, 6]]
+    assert batch.pos.tolist() == [[2, 3], [0, 6], [0, 5]]
+    assert batch.users.tolist() == [1, 2, 3]
+    assert ((batch.neg > 0) == (batch.pos > 0)).all()
+    # no negative is in the user's training items
+    train = {1: {1, 2, 3}, 2: {2, 6}, 3: {6, 5}}
+    for row, u in enumerate([1, 2, 3]):
+        assert not set(batch.neg[row][batch.neg[row] > 0].tolist()) & train[u]
+
+
+def test_epoch_covers_every_training_user_once(ml1m_slice: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m_slice)
+    sampler = TrainSampler(split, 64, 50, np.random.default_rng(1))
+    batches = list(sampler.epoch())
+    assert len(batches) == len(sampler) == 5
+    assert all(b.seq.shape[1] <= 50 and b.seq.shape == b.pos.shape == b.neg.shape for b in batches)
+    seen = np.concatenate([b.users for b in batches])
+    assert np.array_equal(np.sort(seen), np.arange(1, 301))
+
+
+def test_negatives_never_in_history_real_data(ml1m: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m)
+    sampler = TrainSampler(split, 256, 200, np.random.default_rng(3))
+    batch = next(sampler.epoch())
+    index = HistoryIndex(ml1m, split.train_len)
+    real = batch.pos > 0
+    users = np.broadcast_to(batch.users[:, None], batch.neg.shape)
+    assert not index.contains(users[real], batch.neg[real]).any()
+    assert (batch.neg[real] >= 1).all() and (batch.neg[real] <= ml1m.n_items).all()
+    # Check against plain Python sets for a few users.
+    for row in range(5):
+        u = batch.users[row]
+        hist = set(ml1m.user_items(u)[: split.train_len[u]].tolist())
+        assert not hist & set(batch.neg[row][real[row]].tolist())
+
+
+def test_distinct_eval_negatives(wiki: data.SequenceData) -> None:
+    index = HistoryIndex(wiki)
+    users = np.arange(1, wiki.n_users + 1)
+    negs = sample_negatives(np.random.default_rng(0), index, users, 100, distinct=True)
+    assert negs.shape == (wiki.n_users, 100)
+    assert all(len(set(row)) == 100 for row in negs[:500].tolist())
+    users_b = np.broadcast_to(users[:, None], negs.shape)
+    assert not index.contains(users_b, negs).any()
+
+
+def test_sse_rates(ml1m: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m)
+    plain = TrainSampler(split, 512, 200, np.random.default_rng(5))
+    sse = TrainSampler(split, 512, 200, np.random.default_rng(5), p_user=0.92, p_item=0.1)
+    users = np.arange(1, 513)
+    a, b = plain.make_batch(users), sse.make_batch(users)
+    real = a.pos > 0
+    n_items, n_users = ml1m.n_items, ml1m.n_users
+    # A replacement draws a uniform id, which equals the old one with probability 1/n.
+    assert (b.users != users).mean() == pytest.approx(0.92 * (1 - 1 / n_users), abs=0.04)
+    assert (b.seq != a.seq)[real].mean() == pytest.approx(0.1 * (1 - 1 / n_items), abs=0.01)
+    assert (b.pos != a.pos)[real].mean() == pytest.approx(0.1 * (1 - 1 / n_items), abs=0.01)
+    assert ((b.seq > 0) == real).all()  # SSE never touches padding
+
+
+def test_sse_pp_random_windows(ml1m: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m)
+    long_users = np.flatnonzero(split.train_len > 400)[:200]
+    recent = TrainSampler(split, 128, 50, np.random.default_rng(2)).make_batch(long_users)
+    subseq = TrainSampler(split, 128, 50, np.random.default_rng(2), p_sub=1.0).make_batch(long_users)
+    assert recent.seq.shape == subseq.seq.shape == (long_users.size, 50)
+    moved = (recent.seq != subseq.seq).any(axis=1).mean()
+    assert moved > 0.9  # nearly every long user gets an earlier window
+    # Each window is still a contiguous piece of the user's training sequence.
+    for row, u in enumerate(long_users[:20]):
+        train = ml1m.user_items(u)[: split.train_len[u]]
+        starts = np.flatnonzero(train == subseq.seq[row, 0])
+        assert any(np.array_equal(train[s : s + 50], subseq.seq[row]) for s in starts)
+        assert any(np.array_equal(train[s + 1 : s + 51], subseq.pos[row]) for s in starts)
+
+
+def test_same_seed_same_batches(ml1m_slice: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m_slice)
+    kw = {"p_user": 0.5, "p_item": 0.2, "p_sub": 0.5, "bucket": 2}
+    one = list(TrainSampler(split, 32, 40, np.random.default_rng(9), **kw).epoch())
+    two = list(TrainSampler(split, 32, 40, np.random.default_rng(9), **kw).epoch())
+    other = list(TrainSampler(split, 32, 40, np.random.default_rng(10), **kw).epoch())
+    for a, b in zip(one, two):
+        for f in ("users", "seq", "pos", "neg"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))
+    assert not all(np.array_equal(a.seq, b.seq) for a, b in zip(one, other))
+
+
+def test_bucketing_trims_padding(ml1m: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m)
+    plain = list(TrainSampler(split, 128, 200, np.random.default_rng(0)).epoch())
+    bucketed = list(TrainSampler(split, 128, 200, np.random.default_rng(0), bucket=8).epoch())
+    cells = lambda bs: sum(b.seq.size for b in bs)  # noqa: E731
+    real = lambda bs: sum(b.n_positions for b in bs)  # noqa: E731
+    assert real(plain) == real(bucketed)  # same positions trained
+    assert cells(bucketed) < 0.75 * cells(plain)
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [({"p_user": 1.5}, "p_user must be in"), ({"p_item": -0.1}, "p_item must be in"),
+     ({"maxlen": 0}, "maxlen must be at least 1"), ({"batch_size": 10}, "batch_size 10 must be between")],
+)
+def test_sampler_bad_settings(tiny_file: Path, kw: dict, needle: str) -> None:
+    split = data.leave_one_out(data.read_pairs(tiny_file))
+    with pytest.raises(ConfigError, match=needle):
+        _sampler(split, **kw)

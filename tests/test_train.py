@@ -1,0 +1,201 @@
+"""Training: learning on real data, transfer, run folders, determinism, kill-and-resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data
+from helpers.checkpoint import read_checkpoint
+from helpers.errors import CheckpointError, ConfigError
+from helpers.evaluate import Evaluator
+from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
+from helpers.train import TrainConfig, fit, transfer_encoder
+
+
+def TC(**kw) -> TrainConfig:  # noqa: N802 (reads like the class it builds)
+    """Training settings for the tiny synthetic data (40 items: 10 sampled negatives)."""
+    return TrainConfig(**{"batch_size": 16, "eval_negatives": 10, **kw})
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"item_dim": 16, "user_dim": 8, "maxlen": 30, "num_blocks": 1}
+
+
+def _synthetic(path: Path, users: int = 120, items: int = 40, seed: int = 0) -> Path:
+    """Users walk through items in steps of 1 or 2 (a learnable sequential pattern)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for u in range(1, users + 1):
+        item = int(rng.integers(1, items + 1))
+        for _ in range(int(rng.integers(4, 25))):
+            lines.append(f"{u} {item}")
+            item = (item + int(rng.integers(1, 3)) - 1) % items + 1
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(split: data.Split, **kw) -> SSEPTConfig:
+    return SSEPTConfig(n_users=split.data.n_users, n_items=split.data.n_items, **{**SMALL, **kw})
+
+
+def test_two_epochs_on_ml1m_slice_learn(ml1m_slice: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m_slice)
+    cfg = SSEPTConfig(ml1m_slice.n_users, ml1m_slice.n_items, item_dim=32, user_dim=16, maxlen=100)
+    result = fit(split, cfg, TrainConfig(epochs=2, batch_size=32, eval_every=1, seed=1), progress=False)
+    hist = result.history
+    assert hist["loss"].iloc[1] < hist["loss"].iloc[0]
+    # A random scorer gets HR@10 = 10/101 and NDCG@10 ~ 0.043 in expectation.
+    assert result.best["valid_hr@10"] > 0.2
+    assert result.best["valid_ndcg@10"] > 0.08
+    assert set(hist.columns) >= {"epoch", "loss", "seconds", "valid_ndcg@10", "test_hr@10", "elapsed"}
+
+
+def test_same_seed_same_weights_and_metrics(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    tc = TC(epochs=2, eval_every=1, seed=4, p_sub=0.5)
+    a = fit(split, _config(split), tc, progress=False)
+    b = fit(split, _config(split), tc, progress=False)
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert a.history.drop(columns=["seconds", "elapsed", "eval_seconds"]).equals(
+        b.history.drop(columns=["seconds", "elapsed", "eval_seconds"]))
+
+
+def test_ce_loss_trains(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    result = fit(split, _config(split), TC(epochs=3, eval_every=1, loss="ce"),
+                 progress=False)
+    assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
+
+
+def test_run_folder_files_and_best(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    out = tmp_path / "run"
+    result = fit(split, _config(split), TC(epochs=4, eval_every=2), out, progress=False)
+    assert {p.name for p in out.iterdir()} >= {"run.json", "last.pt", "prev.pt", "best.pt", "history.csv"}
+    best = read_checkpoint(out / "best.pt")
+    assert best["epoch"] == result.best["epoch"]
+    # The returned model is the best one, and its validation score is the recorded one.
+    ev = Evaluator(split, "valid", "sampled", seed=0, n_negatives=10)
+    assert ev(result.model)["ndcg@10"] == pytest.approx(result.best["valid_ndcg@10"], abs=1e-9)
+    model, _ = load_checkpoint(out / "best.pt")
+    assert ev(model)["ndcg@10"] == pytest.approx(result.best["valid_ndcg@10"], abs=1e-9)
+
+
+def test_out_folder_refuses_other_run(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    out = tmp_path / "run"
+    fit(split, _config(split), TC(epochs=1), out, progress=False)
+    with pytest.raises(ConfigError, match=r"already holds a different run \(differs in: train.lr 0.001 -> 0.01\)"):
+        fit(split, _config(split), TC(epochs=1, lr=0.01), out, progress=False)
+    with pytest.raises(ConfigError, match="already holds this run; pass resume"):
+        fit(split, _config(split), TC(epochs=1), out, progress=False)
+    fit(split, _config(split), TC(epochs=1, lr=0.01), out, overwrite=True, progress=False)
+
+
+def test_batch_larger_than_users(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt", users=10)))
+    with pytest.raises(ConfigError, match="batch_size 128 must be between 1 and the number of training users"):
+        fit(split, _config(split), TC(epochs=1, batch_size=128), progress=False)
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="p_user must be in"):
+        TrainConfig(p_user=1.2)
+    with pytest.raises(ConfigError, match="loss must be one of"):
+        TrainConfig(loss="mse")
+
+
+def test_evaluate_on_other_dataset_is_refused(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    other = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "o.txt", items=50)))
+    model = SSEPT(_config(split))
+    with pytest.raises(CheckpointError, match="model was built for 120 users and 40 items"):
+        Evaluator(other, "valid", "sampled", n_negatives=10)(model)
+
+
+def test_transfer_copies_encoder_and_freezes(tmp_path: Path) -> None:
+    src_split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "a.txt", items=40)))
+    dst_split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "b.txt", users=80, items=45, seed=1)))
+    fit(src_split, _config(src_split), TC(epochs=1), tmp_path / "src", progress=False)
+    ckpt = read_checkpoint(tmp_path / "src" / "last.pt")
+    # The copied weights equal the checkpoint's.
+    model = SSEPT(_config(dst_split))
+    copied = transfer_encoder(model, ckpt, "src", same_data=False)
+    assert copied and all(k.startswith(("pos_emb", "blocks", "final_norm")) for k in copied)
+    for k in copied:
+        assert torch.equal(model.state_dict()[k], ckpt["model"][k])
+    # Frozen encoder: unchanged after training; the tables do change.
+    frozen = fit(dst_split, _config(dst_split), TC(epochs=1, freeze_encoder=True),
+                 init_from=tmp_path / "src" / "last.pt", progress=False)
+    state = frozen.model.state_dict()
+    for k in copied:
+        assert torch.equal(state[k], ckpt["model"][k]), k
+    assert not torch.equal(state["item_emb.weight"], SSEPT(_config(dst_split)).state_dict()["item_emb.weight"])
+
+
+def test_transfer_width_mismatch(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "a.txt")))
+    fit(split, _config(split), TC(epochs=1), tmp_path / "src", progress=False)
+    with pytest.raises(ConfigError, match="init_from .* its dim is 24 but the new config has 40"):
+        fit(split, _config(split, item_dim=32), TC(epochs=1),
+            init_from=tmp_path / "src" / "last.pt", progress=False)
+
+
+def _train_cmd(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "helpers.train", "--dataset", str(dataset), "--out", str(out), "--quiet",
+            "--epochs", "12", "--batch-size", "16", "--eval-every", "3", "--item-dim", "16", "--user-dim", "8",
+            "--maxlen", "30", "--num-blocks", "1", "--p-sub", "0.3", "--seed", "11", "--eval-negatives", "10", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_kill_and_resume_gives_identical_run(tmp_path: Path) -> None:
+    dataset = _synthetic(tmp_path / "s.txt", users=400)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    subprocess.run(_train_cmd(dataset, full), check=True, env=_env(), cwd=ROOT, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(dataset, cut), env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.15)  # land somewhere inside a later epoch or checkpoint write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_checkpoint(cut / "last.pt")["epoch"]
+    assert killed_at < 12, "the run finished before it was killed; the test proves nothing"
+    # Damage the newest checkpoint too: the resume must fall back to the previous one and say so.
+    raw = (cut / "last.pt").read_bytes()
+    (cut / "last.pt").write_bytes(raw[: len(raw) // 3])
+    res = subprocess.run(_train_cmd(dataset, cut, "--resume"), env=_env(), cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "falling back to the previous good checkpoint" in res.stderr + res.stdout
+    a, b = read_checkpoint(full / "last.pt"), read_checkpoint(cut / "last.pt")
+    assert a["epoch"] == b["epoch"] == 12
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    metric_cols = [k for k in a["history"][-1] if k.startswith(("valid_", "test_")) or k == "loss"]
+    for ra, rb in zip(a["history"], b["history"]):
+        assert [ra.get(k) for k in metric_cols] == [rb.get(k) for k in metric_cols]
+
+
+def test_cli_errors_exit_nonzero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2\n1 x\n")
+    res = subprocess.run([sys.executable, "-m", "helpers.train", "--dataset", str(bad), "--out", str(tmp_path / "o")],
+                         env=_env(), cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {bad}, line 2: item is not an integer: '1 x'"
+    res = subprocess.run([sys.executable, "-m", "helpers.evaluate", "--checkpoint", str(bad), "--dataset", "wiki1000"],
+                         env=_env(), cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "not a readable checkpoint" in res.stderr
