@@ -11,7 +11,7 @@ A checkpoint is one dict of plain types and tensors:
     epoch        last finished epoch
     history      list of per-epoch dicts
     best         {"epoch", "valid_ndcg@10", ...} or {}
-    rng          states of the NumPy sampler generator, torch (CPU, CUDA) and `random`
+    rng          states of the NumPy sampler and dropout generators, torch (CPU, CUDA), `random`
 
 Because loading uses `torch.load(weights_only=True)`, a file that holds any other
 pickled object is refused instead of executing code.
@@ -68,10 +68,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
+def rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator) -> dict[str, Any]:
     """Every random state a run consumes, as plain types and tensors."""
     state: dict[str, Any] = {
         "numpy": np_rng.bit_generator.state,
+        "dropout": dropout_rng.bit_generator.state,
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
     }
@@ -80,9 +81,10 @@ def rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(np_rng: np.random.Generator, state: dict[str, Any]) -> None:
+def restore_rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator, state: dict[str, Any]) -> None:
     """Put back what `rng_state` saved, so training continues exactly."""
     np_rng.bit_generator.state = state["numpy"]
+    dropout_rng.bit_generator.state = state["dropout"]
     torch.set_rng_state(state["torch"])
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))

@@ -51,7 +51,7 @@ class Evaluator:
         seed: int = 0,
         n_negatives: int = 100,
         remove_history: bool = True,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         users: np.ndarray | None = None,
         ks: tuple[int, ...] = (10,),
     ) -> None:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +43,7 @@ class SSEPTConfig:
     maxlen: int = 200  # longest input window (number of position embeddings)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 1  # attention heads; must divide item_dim + user_dim
-    dropout: float = 0.2  # on inputs, attention weights and feed-forward output
+    dropout: float = 0.2  # on the input embeddings and the feed-forward output (not on attention weights)
 
     def __post_init__(self) -> None:
         checks = [
@@ -76,29 +77,73 @@ class SSEPTConfig:
         return cls(**values)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose CPU masks come from a NumPy generator shared by the model.
+
+    torch's CPU random generator makes `nn.Dropout` cost several matmuls of the same
+    size; uint16 draws from NumPy's PCG64 are about ten times cheaper. The drop
+    probability is rounded to a multiple of 1/65536 (0.2 becomes 0.199997). On other
+    devices torch's own dropout is used. The generator's state is saved with
+    checkpoints, so a resumed run draws the same masks.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.p, self.rng = p, rng
+        self.threshold = round(p * 65536)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
+        if not self.training or self.threshold == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        draws = self.rng.integers(0, 65536, size=x.shape, dtype=np.uint16)
+        keep = torch.from_numpy(draws >= self.threshold)
+        return x * keep * (65536 / (65536 - self.threshold))
+
+
 class Block(nn.Module):
     """Causal self-attention (queries layer-normed) followed by a feed-forward layer."""
 
-    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float, rng: np.random.Generator) -> None:
         super().__init__()
-        self.num_heads, self.dropout = num_heads, dropout
+        self.num_heads = num_heads
         self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(dim, 2 * dim)
         self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), Dropout(dropout, rng))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """`x` (B, L, d); `attn_mask` (B, 1, L, L) True where attention is allowed; `keep` (B, L, 1)."""
+    def _qkv(self, x: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, ...]:
+        """Normalised queries (B, Lq, d) and per-head q (B, h, Lq, dh), k and v (B, h, L, dh)."""
         b, length, d = x.shape
         h = self.num_heads
-        q_in = self.attn_norm(x)
-        q = self.q_proj(q_in).view(b, length, h, d // h).transpose(1, 2)
+        q_in = self.attn_norm(x[:, -1:] if last_only else x)
+        q = self.q_proj(q_in).view(b, q_in.shape[1], h, d // h).transpose(1, 2)
         k, v = self.kv_proj(x).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        x = q_in + attn.transpose(1, 2).reshape(b, length, d)
+        return q_in, q, k, v
+
+    def attention_probs(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """The attention weights (B, h, L, L) that `forward` uses (without dropout)."""
+        _, q, k, _ = self._qkv(x, last_only=False)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        return logits.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, keep: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
+        """`x` (B, L, d); `attn_mask` (B, 1, L, L) True where attention is allowed; `keep` (B, L, 1).
+
+        With `last_only`, only the last position is computed (its keys and values still
+        come from every position), which is all that scoring the next item needs.
+        """
+        if last_only:
+            attn_mask, keep = attn_mask[:, :, -1:], keep[:, -1:]
+        q_in, q, k, v = self._qkv(x, last_only)
+        b, n_q, d = q_in.shape
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = q_in + attn.transpose(1, 2).reshape(b, n_q, d)
         x = self.ffn_norm(x)
         x = x + self.ffn(x)
         return x * keep
@@ -113,9 +158,10 @@ class SSEPT(nn.Module):
         self.item_emb = nn.Embedding(config.n_items + 1, config.item_dim, padding_idx=0)
         self.user_emb = nn.Embedding(config.n_users + 1, config.user_dim) if config.user_dim else None
         self.pos_emb = nn.Embedding(config.maxlen, config.dim)
-        self.emb_dropout = nn.Dropout(config.dropout)
+        self.dropout_rng = np.random.default_rng(0)  # reseeded by `seed_dropout`
+        self.emb_dropout = Dropout(config.dropout, self.dropout_rng)
         self.blocks = nn.ModuleList(
-            Block(config.dim, config.num_heads, config.dropout) for _ in range(config.num_blocks)
+            Block(config.dim, config.num_heads, config.dropout, self.dropout_rng) for _ in range(config.num_blocks)
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         self._init_weights()
@@ -129,6 +175,10 @@ class SSEPT(nn.Module):
                 nn.init.zeros_(param)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+
+    def seed_dropout(self, seed: int) -> None:
+        """Reseed the generator of the CPU dropout masks (shared by every dropout layer)."""
+        self.dropout_rng.bit_generator.state = np.random.default_rng([seed, 3]).bit_generator.state
 
     @property
     def maxlen(self) -> int:
@@ -144,8 +194,28 @@ class SSEPT(nn.Module):
             return None
         return self.user_emb(users) * math.sqrt(self.config.user_dim)
 
-    def forward(self, users: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, d) for users (B,) and left-padded item windows (B, L), L <= maxlen."""
+    def forward(self, users: torch.Tensor, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, L, d) for users (B,) and left-padded item windows (B, L), L <= maxlen.
+
+        `last_only` returns (B, 1, d) for the last position only, computed with less work.
+        """
+        x, attn_mask, keep = self._embed(users, seqs)
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, keep, last_only and i == len(self.blocks) - 1)
+        return self.final_norm(x)
+
+    @torch.no_grad()
+    def attention_maps(self, users: torch.Tensor, seqs: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every block, each (B, heads, L, L), for inspection."""
+        x, attn_mask, keep = self._embed(users, seqs)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attention_probs(x, attn_mask))
+            x = block(x, attn_mask, keep)
+        return maps
+
+    def _embed(self, users: torch.Tensor, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block input (B, L, d), the attention mask (B, 1, L, L) and the keep mask (B, L, 1)."""
         b, length = seqs.shape
         if length > self.config.maxlen:
             raise ConfigError(f"input width {length} exceeds maxlen {self.config.maxlen}")
@@ -162,10 +232,7 @@ class SSEPT(nn.Module):
         idx = torch.arange(length, device=seqs.device)
         causal = idx[None, :] <= idx[:, None]
         allowed = causal & (real[:, None, :] | torch.eye(length, dtype=torch.bool, device=seqs.device))
-        attn_mask = allowed.unsqueeze(1)
-        for block in self.blocks:
-            x = block(x, attn_mask, keep)
-        return self.final_norm(x)
+        return x, allowed.unsqueeze(1), keep
 
     def _split_hidden(self, hidden: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Item half of `hidden`, and the user half's score contribution (same for every candidate)."""
@@ -196,7 +263,7 @@ class SSEPT(nn.Module):
     @torch.no_grad()
     def predict(self, users: torch.Tensor, seqs: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         """Scores after the last position: (B, C) for candidate ids (B, C), or (B, n_items + 1) for None."""
-        last = self.forward(users, seqs)[:, -1, :]
+        last = self.forward(users, seqs, last_only=True)[:, -1, :]
         if candidates is None:
             return self.score_all(last, users)
         item_part, user_score = self._split_hidden(last, users)

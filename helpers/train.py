@@ -56,7 +56,7 @@ class TrainConfig:
     p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
     p_sub: float = 0.0  # SSE-PT++: probability of a random window for histories longer than maxlen
-    bucket: int = 0  # >0: sort runs of bucket*batch_size users by length (less padding)
+    bucket: int = 8  # >0: sort runs of bucket*batch_size users by length (less padding); 0 = plain shuffle
     eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
     eval_protocol: str = "sampled"  # protocol that picks the best epoch
     eval_seed: int = 0  # seed of the evaluation negatives
@@ -123,6 +123,25 @@ def compute_loss(model: SSEPT, batch: Batch, device: torch.device, config: Train
             penalty = penalty + model.user_emb.weight.pow(2).sum()
         loss = loss + config.l2_emb * penalty
     return loss
+
+
+def train_epoch(
+    model: SSEPT, sampler: TrainSampler, optimizer: torch.optim.Optimizer, config: TrainConfig,
+    device: torch.device, progress: bool = False, desc: str = "epoch",
+) -> float:
+    """One pass over the training users; returns the mean loss per real position."""
+    model.train()
+    use_amp = config.amp and device.type == "cuda"
+    total, count = 0.0, 0
+    for batch in tqdm(sampler.epoch(), total=len(sampler), desc=desc, leave=False, disable=not progress):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = compute_loss(model, batch, device, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * batch.n_positions
+        count += batch.n_positions
+    return total / max(count, 1)
 
 
 def transfer_encoder(model: SSEPT, ckpt: dict[str, Any], source: str, same_data: bool) -> list[str]:
@@ -271,6 +290,7 @@ def fit(
     dev = get_device(device) if not isinstance(device, torch.device) else device
     rng = seed_everything(config.seed)
     model = SSEPT(model_config)
+    model.seed_dropout(config.seed)
     notes: list[str] = []
     if init_from is not None:
         ckpt = read_checkpoint(init_from)
@@ -297,7 +317,7 @@ def fit(
         if latest is not None:
             load_model_state(model, latest["model"], str(folder.last))
             optimizer.load_state_dict(latest["optimizer"])
-            restore_rng_state(rng, latest["rng"])
+            restore_rng_state(rng, model.dropout_rng, latest["rng"])
             history, best, start_epoch = list(latest["history"]), dict(latest["best"]), int(latest["epoch"])
             if folder.best.exists():
                 best_state = read_checkpoint(folder.best)["model"]
@@ -313,28 +333,16 @@ def fit(
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict() if with_state else None,
             "epoch": epoch, "history": history, "best": best,
-            "rng": rng_state(rng) if with_state else None,
+            "rng": rng_state(rng, model.dropout_rng) if with_state else None,
         }
 
-    use_amp = config.amp and dev.type == "cuda"
     elapsed = history[-1]["elapsed"] if history else 0.0
     epochs = tqdm(range(start_epoch + 1, config.epochs + 1), desc=f"train {data.name}", disable=not progress,
                   initial=start_epoch, total=config.epochs)
     for epoch in epochs:
-        model.train()
         t0 = time.perf_counter()
-        total, count = 0.0, 0
-        for batch in tqdm(sampler.epoch(), total=len(sampler), desc=f"epoch {epoch}", leave=False,
-                          disable=not progress):
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = compute_loss(model, batch, dev, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * batch.n_positions
-            count += batch.n_positions
-        seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch, "loss": total / max(count, 1), "seconds": seconds}
+        loss = train_epoch(model, sampler, optimizer, config, dev, progress, desc=f"epoch {epoch}")
+        row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
         improved = False
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             row.update(_eval_row(evaluators, model, dev))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,22 @@ def test_padding_rows_are_zero_before_final_norm() -> None:
     model.final_norm.register_forward_hook(lambda m, i, o: captured.setdefault("x", i[0]))
     model(torch.tensor([1]), seqs)
     assert torch.equal(captured["x"][0, :2], torch.zeros(2, model.config.dim))
+
+
+def test_last_only_matches_full_forward() -> None:
+    model = _model()
+    users, seqs = torch.tensor([1, 4]), torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    assert torch.allclose(model(users, seqs)[:, -1:], model(users, seqs, last_only=True), atol=1e-6)
+
+
+def test_attention_maps_are_causal_distributions() -> None:
+    model = _model()
+    maps = model.attention_maps(torch.tensor([1]), torch.tensor([[0, 0, 3, 4, 5, 6]]))
+    assert len(maps) == 2 and maps[0].shape == (1, 2, 6, 6)
+    w = maps[1][0, 0]
+    assert torch.allclose(w.sum(-1), torch.ones(6))
+    assert torch.equal(w.triu(1), torch.zeros(6, 6))  # nothing attends to the future
+    assert torch.equal(w[2:, :2], torch.zeros(4, 2))  # real positions never attend to padding
 
 
 def test_sasrec_mode_has_no_user_part() -> None:
@@ -159,3 +176,14 @@ def test_truncated_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         read_checkpoint(tmp_path / "cut.pt")
+
+
+def test_dropout_rate_scale_and_eval_identity() -> None:
+    from helpers.model import Dropout
+
+    layer = Dropout(0.2, np.random.default_rng(0))
+    x = torch.ones(200, 500)
+    y = layer(x)
+    assert (y == 0).float().mean().item() == pytest.approx(0.2, abs=0.005)
+    assert torch.allclose(y[y > 0], torch.full_like(y[y > 0], 65536 / (65536 - 13107)))
+    assert torch.equal(layer.eval()(x), x)

@@ -1,0 +1,204 @@
+"""Speed benchmark: `python -m helpers.bench [--out artifacts/bench_cpu.json]`.
+
+For SSE-PT (50 + 50) and SASRec (50) on ML-1M it measures, in one process:
+- seconds per training epoch (median of `--epochs` timed epochs after one warm-up),
+  sequences per second, and the model's achieved GFLOP/s as a share of this
+  machine's float32 matmul GFLOP/s (measured in the same run, skinny and square);
+- seconds for one evaluation of every eligible user, per protocol;
+- the process's peak resident memory.
+
+`--scale` adds a synthetic 100,000 x 100,000 dataset with ML-1M's length
+distribution (timing `--scale-batches` batches and the evaluation of a user sample).
+It is a benchmark, never a test: timings are noisy, compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.data import SequenceData, Split, leave_one_out, load, pairs_to_sequences
+from helpers.evaluate import Evaluator
+from helpers.model import SSEPT, SSEPTConfig
+from helpers.sampler import TrainSampler
+from helpers.train import TrainConfig, make_optimizer, train_epoch
+from helpers.utils import atomic_write, device_description, get_device, run_cli, seed_everything
+
+
+def matmul_gflops(device: torch.device, seconds: float = 1.0) -> dict[str, float]:
+    """float32 matmul GFLOP/s for a skinny (tokens x d x d) and a square (1024^3) product."""
+    shapes = {"skinny": (25_600, 100, 100), "square": (1024, 1024, 1024)}
+    out = {}
+    for name, (m, k, n) in shapes.items():
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        a @ b  # warm-up
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            reps += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out[name] = 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+    return out
+
+
+def epoch_flops(config: SSEPTConfig, cells: int, mean_width: float) -> float:
+    """Matmul FLOPs of forward + backward (2 x forward) over `cells` computed positions.
+
+    Per position and block: projections and feed-forward 10 d^2, attention 4 L d (the
+    full square, as computed); plus 4 d_i for the positive and negative scores.
+    """
+    d = config.dim
+    per_position = config.num_blocks * (10 * d * d + 4 * mean_width * d) + 4 * config.item_dim
+    return 3.0 * per_position * cells
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, device: torch.device,
+                   epochs: int, max_batches: int | None = None) -> dict[str, Any]:
+    """Median epoch seconds over `epochs` timed epochs after one warm-up epoch."""
+    rng = seed_everything(train.seed)
+    model = SSEPT(model_config).to(device)
+    model.seed_dropout(train.seed)
+    optimizer = make_optimizer(model, train)
+    sampler = TrainSampler(split, train.batch_size, model_config.maxlen, rng, train.p_user, train.p_item,
+                           train.p_sub, bucket=train.bucket)
+    if max_batches is not None:  # time a fixed number of batches (for huge data), scaled to an epoch
+        full = len(sampler)
+        sampler.users = sampler.users[: max_batches * train.batch_size]
+    times, losses = [], []
+    for i in range(epochs + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        losses.append(train_epoch(model, sampler, optimizer, train, device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    batches = list(TrainSampler(split, train.batch_size, model_config.maxlen, np.random.default_rng(0),
+                                p_sub=train.p_sub, users=sampler.users, bucket=train.bucket).epoch())
+    cells = sum(b.seq.size for b in batches)
+    width = float(np.mean([b.seq.shape[1] for b in batches]))
+    seconds = statistics.median(times)
+    scale = full / len(sampler) if max_batches is not None else 1.0
+    return {
+        "epoch_seconds": seconds * scale, "epoch_seconds_all": [t * scale for t in times],
+        "timed_batches": len(sampler), "sequences_per_s": sampler.users.size / seconds,
+        "padding_share_computed": 1 - sum(b.n_positions for b in batches) / cells,
+        "gflops_achieved": epoch_flops(model_config, cells, width) / seconds / 1e9,
+        "final_loss": losses[-1], "model": model,
+    }
+
+
+def bench_eval(split: Split, model: SSEPT, device: torch.device, users: np.ndarray | None = None) -> dict[str, float]:
+    """Seconds for one evaluation of every eligible user (or of `users`), per protocol."""
+    out = {}
+    for protocol in ("sampled", "full"):
+        ev = Evaluator(split, "test", protocol, users=users)
+        ev(model, device)  # warm-up
+        t0 = time.perf_counter()
+        ev(model, device)
+        out[f"eval_{protocol}_seconds"] = time.perf_counter() - t0
+        out["eval_users"] = int(ev.users.size)
+    return out
+
+
+def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = 0) -> SequenceData:
+    """Random data with `like`'s user-length distribution and a Zipf-like item popularity."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice(like.lengths[like.lengths > 0], size=n_users)
+    users = np.repeat(np.arange(1, n_users + 1), lengths)
+    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    items = rng.choice(np.arange(1, n_items + 1), size=users.size, p=weights / weights.sum())
+    return pairs_to_sequences(users, items, f"synthetic-{n_users}x{n_items}")
+
+
+CONFIGS = {
+    "ssept": ({"item_dim": 50, "user_dim": 50}, {"p_user": 0.92, "p_item": 0.1}),
+    "sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.0}),
+}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything the benchmark measures, as one JSON-able dict."""
+    device = get_device(args.device)
+    split = leave_one_out(load("ml-1m"))
+    result: dict[str, Any] = {
+        "machine": {"device": device_description(device), "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "torch": torch.__version__},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "settings": {"maxlen": 200, "batch_size": 128, "bucket": args.bucket, "epochs_timed": args.epochs},
+        "matmul_gflops": matmul_gflops(device),
+        "runs": {},
+    }
+    for name in args.models:
+        model_kw, train_kw = CONFIGS[name]
+        mc = SSEPTConfig(split.data.n_users, split.data.n_items, maxlen=200, **model_kw)
+        tc = TrainConfig(bucket=args.bucket, **train_kw)
+        row = bench_training(split, mc, tc, device, args.epochs)
+        row.update(bench_eval(split, row.pop("model"), device))
+        row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / result["matmul_gflops"]["skinny"]
+        row["peak_rss_mb_so_far"] = peak_rss_mb()
+        result["runs"][name] = row
+    if args.scale:
+        data = synthetic(split.data, 100_000, 100_000)
+        big = leave_one_out(data)
+        mc = SSEPTConfig(data.n_users, data.n_items, maxlen=200)
+        row = bench_training(big, mc, replace(TrainConfig(), bucket=args.bucket), device, 1,
+                             max_batches=args.scale_batches)
+        sample = np.sort(np.random.default_rng(0).choice(big.eval_users, 6040, replace=False))
+        row.update(bench_eval(big, row.pop("model"), device, users=sample))
+        row["note"] = (f"epoch time from {args.scale_batches} timed batches scaled to the epoch; "
+                       "evaluation timed on 6,040 sampled users")
+        row["peak_rss_mb_so_far"] = peak_rss_mb()
+        result["runs"]["ssept_synthetic_100k"] = row
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """A readable summary table of `run`'s result."""
+    rows = {name: {k: v for k, v in r.items() if not isinstance(v, list | str)} for name, r in result["runs"].items()}
+    return pd.DataFrame(rows).T.round(3).to_string()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print a table and write the JSON file."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
+    parser.add_argument("--bucket", type=int, default=8, help="length buckets (0 = plain shuffled batches)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--scale", action="store_true", help="add the synthetic 100k x 100k dataset")
+    parser.add_argument("--scale-batches", type=int, default=20)
+    parser.add_argument("--out", default="runs/bench.json", help="JSON output file")
+    args = parser.parse_args(argv)
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+    print(f"{result['machine']['device']}; matmul GFLOP/s: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in result["matmul_gflops"].items()))
+    print(table(result))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
