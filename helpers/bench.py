@@ -34,7 +34,7 @@ from helpers.evaluate import Evaluator
 from helpers.model import SSEPT, SSEPTConfig
 from helpers.sampler import TrainSampler
 from helpers.train import TrainConfig, make_optimizer, train_epoch
-from helpers.utils import atomic_write, device_description, get_device, run_cli, seed_everything
+from helpers.utils import atomic_write, cpu_name, device_description, get_device, run_cli, seed_everything
 
 
 def matmul_gflops(device: torch.device, seconds: float = 1.0) -> dict[str, float]:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     split = leave_one_out(load("ml-1m"))
     result: dict[str, Any] = {
         "machine": {"device": device_description(device), "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "processor": cpu_name(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "settings": {"maxlen": 200, "batch_size": 128, "bucket": args.bucket, "epochs_timed": args.epochs},

@@ -251,8 +251,8 @@ def read_pairs(path: str | Path, name: str | None = None) -> SequenceData:
         raise DataError(f"{path}: the file is empty; expected lines of 'user item'") from None
     except pd.errors.ParserError as err:
         match = re.search(r"line (\d+), saw (\d+)", str(err))
-        where = f", line {match.group(1)}: found {match.group(2)} fields" if match else ""
-        raise DataError(f"{path}{where}: expected 2 fields 'user item' per line") from None
+        where, found = (f", line {match.group(1)}", f", found {match.group(2)}") if match else ("", "")
+        raise DataError(f"{path}{where}: expected 2 fields 'user item'{found}") from None
     if frame.empty:
         raise DataError(f"{path}: the file is empty; expected lines of 'user item'")
     if not isinstance(frame.index, pd.RangeIndex):  # pandas moved extra leading fields into the index
@@ -319,7 +319,7 @@ def load(name_or_path: str | Path, folder: str | Path | None = None) -> Sequence
 # --------------------------------------------------------------------------- converters
 
 
-def _read_raw(path: Path, fmt: str) -> pd.DataFrame:
+def read_raw(path: Path, fmt: str) -> pd.DataFrame:
     """Read a raw interaction file into columns user, item, time (raw ids)."""
     if fmt == "ratings":  # GroupLens ratings.dat: UserID::MovieID::Rating::Timestamp
         frame = pd.read_csv(path, sep="::", engine="python", header=None,
@@ -357,7 +357,7 @@ def convert_frame(frame: pd.DataFrame, k: int = 0) -> pd.DataFrame:
     """Order each user's rows by time (stable: ties keep file order), k-core, remap ids from 1.
 
     Users are numbered by their first appearance in time and items likewise, so the
-    result does not depend on the raw id values.
+    result does not depend on the raw id values. Columns: user, item, time, raw_user, raw_item.
     """
     frame = frame.reset_index(drop=True)
     frame = frame.assign(_row=np.arange(len(frame)))
@@ -369,6 +369,8 @@ def convert_frame(frame: pd.DataFrame, k: int = 0) -> pd.DataFrame:
         "user": frame["user"].map(user_ids).to_numpy(np.int64),
         "item": frame["item"].map(item_ids).to_numpy(np.int64),
         "time": frame["time"].to_numpy(),
+        "raw_user": frame["user"].to_numpy(),
+        "raw_item": frame["item"].to_numpy(),
     })
     # Group by the new user id; a stable sort keeps each user's time order.
     return out.sort_values("user", kind="stable").reset_index(drop=True)
@@ -377,7 +379,7 @@ def convert_frame(frame: pd.DataFrame, k: int = 0) -> pd.DataFrame:
 def convert_raw(path: str | Path, fmt: str, k: int = 0, name: str | None = None) -> SequenceData:
     """Convert a raw GroupLens (`ratings`), MovieLens-100K (`udata`) or JODIE (`jodie`) file."""
     path = Path(path)
-    frame = convert_frame(_read_raw(path, fmt), k)
+    frame = convert_frame(read_raw(path, fmt), k)
     if frame.empty:
         raise DataError(f"{path}: no rows left after the {k}-core filter")
     return pairs_to_sequences(frame["user"].to_numpy(), frame["item"].to_numpy(), name or path.stem)

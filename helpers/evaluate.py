@@ -18,6 +18,7 @@ import time
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -104,12 +105,10 @@ class Evaluator:
         was_training = getattr(model, "training", False)
         if hasattr(model, "eval"):
             model.eval()
-        data, out = self.split.data, []
+        out = []
         for users in tqdm(self._batches(), desc=f"eval {self.which}/{self.protocol}", disable=not progress,
                           leave=False):
-            start = data.offsets[users]
-            width = int(min(model.maxlen, max(self.hist_len[users].max(), 1)))
-            seqs = gather_windows(data.items, start, start + self.hist_len[users], width)
+            seqs = input_windows(self.split, users, self.which, model.maxlen)
             targets = self.targets_all[users]
             u = torch.from_numpy(users).to(device)
             s = torch.from_numpy(seqs).to(device)
@@ -135,6 +134,29 @@ class Evaluator:
                 "users": int(self.users.size), "skipped_users": self.n_skipped}
 
 
+def input_windows(split: Split, users: np.ndarray, which: str, maxlen: int) -> np.ndarray:
+    """The model input for `users` at `which`: their last `maxlen` history items, trimmed to the longest."""
+    hist_len = split.history_len(which)[users]
+    start = split.data.offsets[users]
+    width = int(min(maxlen, max(hist_len.max(), 1)))
+    return gather_windows(split.data.items, start, start + hist_len, width)
+
+
+@torch.no_grad()
+def recommend(model: Scorer, split: Split, user: int, k: int = 10, which: str = "test",
+              exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item ids and scores for one user from the input of `which`, seen items removed by default."""
+    device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
+    users = np.array([user])
+    seqs = input_windows(split, users, which, model.maxlen)
+    scores = model.predict(torch.from_numpy(users).to(device), torch.from_numpy(seqs).to(device), None)[0].cpu()
+    if exclude_history:
+        hist = split.data.user_items(user)[: split.history_len(which)[user]]
+        scores[torch.from_numpy(hist)] = float("-inf")
+    top = torch.topk(scores, k)
+    return top.indices.numpy(), top.values.numpy()
+
+
 def check_fits(model: Scorer, split: Split) -> None:
     """Refuse a model whose user or item table does not match the dataset."""
     config = getattr(model, "config", None)
@@ -152,6 +174,21 @@ def evaluate(model: Scorer, split: Split, which: str = "test", protocol: str = "
              **kwargs: Any) -> dict[str, Any]:
     """One-off evaluation; build an `Evaluator` instead when evaluating repeatedly."""
     return Evaluator(split, which, protocol, seed, **kwargs)(model)
+
+
+def compare(models: dict[str, Scorer], split: Split, which: str = "test", seed: int = 0) -> pd.DataFrame:
+    """One row per model: NDCG@10, HR@10 and MRR under the sampled and the full protocol."""
+    evaluators = {p: Evaluator(split, which, p, seed) for p in PROTOCOLS}
+    rows = {}
+    for name, model in models.items():
+        row = {}
+        for protocol, ev in evaluators.items():
+            metrics = ev(model)
+            row.update({(protocol, k): metrics[k] for k in ("ndcg@10", "hr@10", "mrr")})
+        rows[name] = row
+    frame = pd.DataFrame(rows).T
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["protocol", "metric"])
+    return frame
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,19 @@ def get_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> str:
     """A human-readable name of the device, e.g. the GPU model or the CPU core count."""
     if device.type == "cuda":
@@ -58,6 +71,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

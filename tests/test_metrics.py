@@ -124,3 +124,15 @@ def test_baselines_by_hand(tmp_path: Path) -> None:
     # repeat-last is perfect on user 1 (test item 2 = last item of 1,2,2,2)
     ranks = Evaluator(split, "test", "full", remove_history=False).ranks(baselines.RepeatLast(3, 5))
     assert ranks.tolist()[0] == 0
+
+
+def test_recommend_excludes_history(small_split: data.Split) -> None:
+    from helpers.evaluate import recommend
+
+    pop = baselines.Popularity(small_split, maxlen=10)
+    items, scores = recommend(pop, small_split, user=3, k=5)
+    hist = set(small_split.data.user_items(3)[: small_split.history_len("test")[3]].tolist())
+    assert len(items) == 5 and not set(items.tolist()) & hist
+    assert list(scores) == sorted(scores, reverse=True)
+    allowed = [i for i in range(1, 21) if i not in hist]
+    assert scores[0] == pop.counts[allowed].max()

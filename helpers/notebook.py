@@ -1,0 +1,111 @@
+"""What the notebooks share: smoke mode, Colab and Drive paths, run records, exported artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.checkpoint import read_checkpoint, save_checkpoint
+from helpers.data import Split
+from helpers.evaluate import Scorer, recommend
+from helpers.utils import atomic_write, cpu_name, device_description
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+SMOKE_ENV = "SSEPT_SMOKE"
+DRIVE = Path("/content/drive/MyDrive")
+
+
+def smoke_mode() -> bool:
+    """True when `SSEPT_SMOKE=1`: notebooks shrink epochs and users to run in about a minute."""
+    return os.environ.get(SMOKE_ENV, "") == "1"
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_dir(name: str) -> Path:
+    """Where a notebook's training runs go: Google Drive when mounted (survives a lost runtime), else runs/."""
+    base = DRIVE / "ssept-runs" if DRIVE.exists() else ROOT / "runs"
+    if smoke_mode():
+        base = ROOT / "runs" / "smoke"
+    return base / name
+
+
+def machine() -> str:
+    """One line naming the machine: accelerator or CPU model and core count."""
+    cpu = cpu_name()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores ({cpu}){gpu}"
+
+
+def run_record(params: dict[str, Any], started: float, device: torch.device | str) -> pd.DataFrame:
+    """A small table saying which machine ran the notebook, how long it took, with which parameters."""
+    rows = {"machine": machine(), "device": device_description(torch.device(device)),
+            "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "wall time (min)": round((time.time() - started) / 60, 1), "smoke mode": smoke_mode()}
+    rows.update({f"param {k}": v for k, v in params.items()})
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def export_run(run: Path, name: str, record: dict[str, Any], dest: Path = ARTIFACTS) -> dict[str, Any]:
+    """Copy a finished run's best weights and history into `dest` and record it in `ml1m_results.json`.
+
+    The weights are written without optimiser state (small enough to commit); the
+    record gains the best epoch, its metrics, the wall time and the machine.
+    """
+    best = read_checkpoint(run / "best.pt")
+    last = read_checkpoint(run / "last.pt")
+    dest.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest / f"ml1m_{name}.pt", {k: v for k, v in best.items() if k != "format"})
+    shutil.copyfile(run / "history.csv", dest / f"ml1m_history_{name}.csv")
+    history = pd.DataFrame(last["history"])
+    entry = {**record, "epochs": int(last["epoch"]), "seed": int(last["train"]["seed"]),
+             "train": last["train"], "model": last["config"], "best": best["best"],
+             "train_seconds": float(history["seconds"].sum()), "wall_seconds": float(history["elapsed"].iloc[-1])}
+    results_path = dest / "ml1m_results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results[name] = entry
+    text = json.dumps(results, indent=2, sort_keys=True, default=str)
+    atomic_write(results_path, lambda f: f.write(text.encode()))
+    return entry
+
+
+def copy_to_drive(path: Path, folder: str = "ssept-artifacts") -> Path | None:
+    """Copy a file to Google Drive when it is mounted; return the copy's path."""
+    if not DRIVE.exists():
+        return None
+    target = DRIVE / folder / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target)
+    return target
+
+
+def history_and_recommendations(
+    model: Scorer, split: Split, user: int, titles: dict[int, str], k: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The user's last k inputs (test time) and the top-k recommendations, with titles."""
+    hist = split.data.user_items(user)[: split.history_len("test")[user]]
+    target = int(split.targets("test")[user])
+    last = pd.DataFrame({"item": hist[-k:], "title": [titles.get(int(i), "?") for i in hist[-k:]]},
+                        index=pd.RangeIndex(len(hist) - min(k, len(hist)) + 1, len(hist) + 1, name="position"))
+    items, scores = recommend(model, split, user, k)
+    recs = pd.DataFrame({"item": items, "title": [titles.get(int(i), "?") for i in items],
+                         "score": np.round(scores, 3), "held-out test item": items == target},
+                        index=pd.RangeIndex(1, len(items) + 1, name="rank"))
+    return last, recs

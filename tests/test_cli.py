@@ -1,0 +1,82 @@
+"""Command lines and notebook helpers, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import data
+from helpers.notebook import export_run, run_record
+from helpers.train import TrainConfig, fit
+from tests.test_train import ROOT, SMALL, _env, _synthetic
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], env=_env(), cwd=ROOT, capture_output=True, text=True)
+
+
+def test_help_for_every_command() -> None:
+    for module in ("helpers.data", "helpers.train", "helpers.evaluate", "helpers.bench"):
+        res = _run(module, "--help")
+        assert res.returncode == 0 and "usage:" in res.stdout, module
+
+
+def test_data_fetch_and_unknown_dataset(tmp_path: Path) -> None:
+    res = _run("helpers.data", "fetch", "--dataset", "wiki1000", "--data-dir", str(tmp_path))
+    assert res.returncode == 0 and str(tmp_path / "wikipedia.txt") in res.stdout
+    res = _run("helpers.data", "fetch", "--dataset", "nope", "--data-dir", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.startswith("error: unknown dataset 'nope'")
+
+
+def test_train_then_evaluate_prints_the_recorded_number(tmp_path: Path) -> None:
+    dataset = _synthetic(tmp_path / "s.txt")
+    out = tmp_path / "run"
+    res = _run("helpers.train", "--dataset", str(dataset), "--out", str(out), "--epochs", "2", "--quiet",
+               "--batch-size", "16", "--eval-every", "1", "--item-dim", "16", "--user-dim", "8", "--maxlen", "30",
+               "--eval-negatives", "10")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    # evaluate's default is 100 negatives; with 40 items that is impossible, and it says so
+    res = _run("helpers.evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", str(dataset))
+    assert res.returncode == 2 and "items outside their history; 100 negatives are needed" in res.stderr
+    # the full protocol needs no negatives: its number is reproducible from the checkpoint
+    res = _run("helpers.evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", str(dataset),
+               "--protocol", "full", "--split", "valid")
+    assert res.returncode == 0, res.stderr
+    first = json.loads(res.stdout)
+    again = json.loads(_run("helpers.evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", str(dataset),
+                            "--protocol", "full", "--split", "valid").stdout)
+    assert first["ndcg@10"] == again["ndcg@10"] and first["users"] == 120
+    assert summary["best"]["epoch"] in (1, 2)
+
+
+def test_skipped_users_are_counted(tiny_file: Path) -> None:
+    from helpers.evaluate import Evaluator
+    from helpers.model import SSEPT, SSEPTConfig
+
+    split = data.leave_one_out(data.read_pairs(tiny_file))
+    model = SSEPT(SSEPTConfig(3, 6, item_dim=4, user_dim=4, maxlen=5))
+    result = Evaluator(split, "test", "full")(model)
+    assert result["users"] == 2 and result["skipped_users"] == 1
+
+
+def test_export_run_writes_small_artifacts(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    from helpers.model import SSEPTConfig, load_checkpoint
+
+    cfg = SSEPTConfig(split.data.n_users, split.data.n_items, **SMALL)
+    fit(split, cfg, TrainConfig(epochs=2, batch_size=16, eval_negatives=10, eval_every=1), tmp_path / "run",
+        progress=False)
+    entry = export_run(tmp_path / "run", "tiny", {"command": "test"}, dest=tmp_path / "art")
+    model, ckpt = load_checkpoint(tmp_path / "art" / "ml1m_tiny.pt")
+    assert ckpt["optimizer"] is None and model.config == cfg
+    assert entry["epochs"] == 2 and entry["command"] == "test"
+    results = json.loads((tmp_path / "art" / "ml1m_results.json").read_text())
+    assert results["tiny"]["best"]["epoch"] == entry["best"]["epoch"]
+    assert len(pd.read_csv(tmp_path / "art" / "ml1m_history_tiny.csv")) == 2
+    record = run_record({"EPOCHS": 2}, 0.0, "cpu")
+    assert "machine" in record.index and record.loc["param EPOCHS", "value"] == "2"
