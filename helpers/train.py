@@ -56,7 +56,7 @@ class TrainConfig:
     p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
     p_sub: float = 0.0  # SSE-PT++: probability of a random window for histories longer than maxlen
-    bucket: int = 8  # >0: sort runs of bucket*batch_size users by length (less padding); 0 = plain shuffle
+    bucket: int = 0  # >0: sort runs of bucket*batch_size users by length: faster, but see README (Speed)
     eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
     eval_protocol: str = "sampled"  # protocol that picks the best epoch
     eval_seed: int = 0  # seed of the evaluation negatives
