@@ -61,7 +61,7 @@ def test_real_wiki(wiki: data.SequenceData) -> None:
     [
         ("1 2\n1 x\n", "line 2: item is not an integer"),
         ("1 2\n1\n", "line 2: expected 2 fields"),
-        ("1 2\n1 3 4\n", "line 2: expected 2 fields .user item., found 3"),
+        ("1 2\n1 3 4\n", "line 2: expected 2 fields 'user item', found 3"),
         ("1 2\n2 0\n", "line 2: item id 0 is below 1"),
         ("0 2\n", "line 1: user id 0 is below 1"),
         ("1 2\n2 3\n1 4\n", "line 3: user 1's lines are not contiguous"),
