@@ -170,12 +170,6 @@ def check_fits(model: Scorer, split: Split) -> None:
         )
 
 
-def evaluate(model: Scorer, split: Split, which: str = "test", protocol: str = "sampled", seed: int = 0,
-             **kwargs: Any) -> dict[str, Any]:
-    """One-off evaluation; build an `Evaluator` instead when evaluating repeatedly."""
-    return Evaluator(split, which, protocol, seed, **kwargs)(model)
-
-
 def compare(models: dict[str, Scorer], split: Split, which: str = "test", seed: int = 0) -> pd.DataFrame:
     """One row per model: NDCG@10, HR@10 and MRR under the sampled and the full protocol."""
     evaluators = {p: Evaluator(split, which, p, seed) for p in PROTOCOLS}

@@ -19,7 +19,7 @@ sequence: an input of width L < maxlen uses the last L position embeddings.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +298,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     load_model_state(model, ckpt["model"], str(path))
     return model.to(device).eval(), ckpt
 
-
-def config_dict(config: SSEPTConfig) -> dict[str, Any]:
-    """Plain-type dict of a config (what checkpoints store)."""
-    return asdict(config)

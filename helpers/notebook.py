@@ -30,15 +30,6 @@ def smoke_mode() -> bool:
     return os.environ.get(SMOKE_ENV, "") == "1"
 
 
-def in_colab() -> bool:
-    """True inside Google Colab."""
-    try:
-        import google.colab  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run_dir(name: str) -> Path:
     """Where a notebook's training runs go: Google Drive when mounted (survives a lost runtime), else runs/."""
     base = DRIVE / "ssept-runs" if DRIVE.exists() else ROOT / "runs"

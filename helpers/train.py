@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,6 @@ class FitResult:
     best: dict[str, Any]
     out_dir: Path | None
     device: str
-    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -291,12 +290,10 @@ def fit(
     rng = seed_everything(config.seed)
     model = SSEPT(model_config)
     model.seed_dropout(config.seed)
-    notes: list[str] = []
     if init_from is not None:
         ckpt = read_checkpoint(init_from)
         same = ckpt.get("data", {}).get("name") == data.name
-        copied = transfer_encoder(model, ckpt, str(init_from), same)
-        notes.append(f"init_from {init_from}: copied {len(copied)} tensors")
+        transfer_encoder(model, ckpt, str(init_from), same)
     model.to(dev)
     optimizer = make_optimizer(model, config)
     sampler = TrainSampler(split, config.batch_size, model_config.maxlen, rng, config.p_user, config.p_item,
@@ -321,7 +318,6 @@ def fit(
             history, best, start_epoch = list(latest["history"]), dict(latest["best"]), int(latest["epoch"])
             if folder.best.exists():
                 best_state = read_checkpoint(folder.best)["model"]
-            notes.append(f"resumed from epoch {start_epoch}")
             log(f"resuming {folder.path} from epoch {start_epoch}")
         elif resume:
             log(f"no checkpoint in {folder.path} yet: starting from epoch 0")
@@ -366,7 +362,7 @@ def fit(
         model.load_state_dict(best_state)
     model.eval()
     frame = pd.DataFrame(history)
-    return FitResult(model, frame, best, folder.path if folder else None, device_description(dev), notes)
+    return FitResult(model, frame, best, folder.path if folder else None, device_description(dev))
 
 
 def save_checkpoint_history(folder: RunFolder, history: list[dict[str, Any]]) -> None:
