@@ -7,6 +7,10 @@ For SSE-PT (50 + 50) and SASRec (50) on ML-1M it measures, in one process:
 - seconds for one evaluation of every eligible user, per protocol;
 - the process's peak resident memory.
 
+Batch layouts (`--layouts`): `plain` (shuffled batches padded to the longest window),
+`chunksN` (each batch computed as N pieces of similar length: the same gradient) and
+`bucketN` (runs of N batches sorted by length: changes which users share a batch).
+
 `--scale` adds a synthetic 100,000 x 100,000 dataset with ML-1M's length
 distribution (timing `--scale-batches` batches and the evaluation of a user sample).
 It is a benchmark, never a test: timings are noisy, compare ratios from one run.
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import time
@@ -86,8 +91,8 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
     optimizer = make_optimizer(model, train)
     sampler = TrainSampler(split, train.batch_size, model_config.maxlen, rng, train.p_user, train.p_item,
                            train.p_sub, bucket=train.bucket)
+    full = len(sampler)
     if max_batches is not None:  # time a fixed number of batches (for huge data), scaled to an epoch
-        full = len(sampler)
         sampler.users = sampler.users[: max_batches * train.batch_size]
     times, losses = [], []
     for i in range(epochs + 1):
@@ -99,12 +104,13 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
             torch.cuda.synchronize()
         if i > 0:
             times.append(time.perf_counter() - t0)
-    batches = list(TrainSampler(split, train.batch_size, model_config.maxlen, np.random.default_rng(0),
-                                p_sub=train.p_sub, users=sampler.users, bucket=train.bucket).epoch())
+    batches = [piece for batch in TrainSampler(split, train.batch_size, model_config.maxlen, np.random.default_rng(0),
+                                               p_sub=train.p_sub, users=sampler.users, bucket=train.bucket).epoch()
+               for piece in batch.split(train.chunks)]
     cells = sum(b.seq.size for b in batches)
     width = float(np.mean([b.seq.shape[1] for b in batches]))
     seconds = statistics.median(times)
-    scale = full / len(sampler) if max_batches is not None else 1.0
+    scale = full / len(sampler)
     return {
         "epoch_seconds": seconds * scale, "epoch_seconds_all": [t * scale for t in times],
         "timed_batches": len(sampler), "sequences_per_s": sampler.users.size / seconds,
@@ -137,6 +143,14 @@ def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = 0) -> 
     return pairs_to_sequences(users, items, f"synthetic-{n_users}x{n_items}")
 
 
+def parse_layout(name: str) -> dict[str, int]:
+    """'plain' -> bucket 0, chunks 1; 'chunks4' -> chunks 4; 'bucket8' -> bucket 8."""
+    found = re.fullmatch(r"(plain)|chunks(\d+)|bucket(\d+)", name)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"layout must be plain, chunksN or bucketN, got {name!r}")
+    return {"bucket": int(found[3] or 0), "chunks": int(found[2] or 1)}
+
+
 CONFIGS = {
     "ssept": ({"item_dim": 50, "user_dim": 50}, {"p_user": 0.92, "p_item": 0.1}),
     "sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.0}),
@@ -152,29 +166,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "processor": cpu_name(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "settings": {"maxlen": 200, "batch_size": 128, "buckets": args.buckets, "epochs_timed": args.epochs},
+        "settings": {"maxlen": 200, "batch_size": 128, "layouts": args.layouts, "epochs_timed": args.epochs},
         "matmul_gflops": matmul_gflops(device),
         "runs": {},
     }
     for name in args.models:
-        for bucket in args.buckets:
+        for layout in args.layouts:
             model_kw, train_kw = CONFIGS[name]
             mc = SSEPTConfig(split.data.n_users, split.data.n_items, maxlen=200, **model_kw)
-            row = bench_training(split, mc, TrainConfig(bucket=bucket, **train_kw), device, args.epochs)
+            row = bench_training(split, mc, TrainConfig(**parse_layout(layout), **train_kw), device, args.epochs)
             row.update(bench_eval(split, row.pop("model"), device))
             row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / result["matmul_gflops"]["skinny"]
             row["peak_rss_mb_so_far"] = peak_rss_mb()
-            result["runs"][f"{name}_bucket{bucket}"] = row
+            result["runs"][f"{name}_{layout}"] = row
     if args.scale:
         data = synthetic(split.data, 100_000, 100_000)
         big = leave_one_out(data)
         mc = SSEPTConfig(data.n_users, data.n_items, maxlen=200)
-        row = bench_training(big, mc, replace(TrainConfig(), bucket=max(args.buckets)), device, 1,
+        row = bench_training(big, mc, replace(TrainConfig(), **parse_layout(args.scale_layout)), device, 1,
                              max_batches=args.scale_batches)
         sample = np.sort(np.random.default_rng(0).choice(big.eval_users, 6040, replace=False))
         row.update(bench_eval(big, row.pop("model"), device, users=sample))
-        row["note"] = (f"epoch time from {args.scale_batches} timed batches scaled to the epoch; "
-                       "evaluation timed on 6,040 sampled users")
+        row["note"] = (f"layout {args.scale_layout}; epoch time from {args.scale_batches} timed batches "
+                       "scaled to the epoch; evaluation timed on 6,040 sampled users")
         row["peak_rss_mb_so_far"] = peak_rss_mb()
         result["runs"]["ssept_synthetic_100k"] = row
     return result
@@ -191,13 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
-    parser.add_argument("--buckets", type=int, nargs="+", default=[0, 8],
-                        help="length-bucket settings to time (0 = plain shuffled batches)")
+    parser.add_argument("--layouts", nargs="+", default=["plain", "chunks4", "bucket8"],
+                        help="batch layouts to time: plain, chunksN, bucketN")
     parser.add_argument("--device", default=None)
     parser.add_argument("--scale", action="store_true", help="add the synthetic 100k x 100k dataset")
     parser.add_argument("--scale-batches", type=int, default=20)
+    parser.add_argument("--scale-layout", default="chunks4", help="batch layout for --scale")
     parser.add_argument("--out", default="runs/bench.json", help="JSON output file")
     args = parser.parse_args(argv)
+    for layout in [*args.layouts, args.scale_layout]:
+        try:
+            parse_layout(layout)
+        except argparse.ArgumentTypeError as err:
+            parser.error(str(err))
     result = run(args)
     text = json.dumps(result, indent=2)
     atomic_write(Path(args.out), lambda f: f.write(text.encode()))

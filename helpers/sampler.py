@@ -110,6 +110,57 @@ class Batch:
         """Number of real (non-padded) positions."""
         return int((self.pos > 0).sum())
 
+    def split(self, parts: int) -> list[Batch]:
+        """The same rows cut into at most `parts` batches of similar length, each trimmed.
+
+        Summing a loss over the pieces gives exactly the gradient of the whole batch (rows
+        never interact), with less padding computed: see `partition_by_length`.
+        """
+        if parts <= 1:
+            return [self]
+        lengths = (self.pos > 0).sum(axis=1)
+        pieces = []
+        for rows in partition_by_length(lengths, parts):
+            width = max(int(lengths[rows].max()), 1)
+            pieces.append(Batch(self.users[rows], self.seq[rows, -width:], self.pos[rows, -width:],
+                                self.neg[rows, -width:]))
+        return pieces
+
+
+def partition_by_length(lengths: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Row indices in at most `parts` groups that minimise the padded work.
+
+    Rows are sorted by length and cut into contiguous groups; the cuts minimise
+    sum(group size * longest length in the group), the number of cells a batch padded to
+    its longest row computes. Exact dynamic programming over the sorted lengths.
+    """
+    order = np.argsort(lengths, kind="stable")
+    n = order.size
+    longest = np.concatenate([[0], np.asarray(lengths)[order]]).astype(np.float64)  # longest[j] = j-th shortest
+    j = np.arange(n + 1)
+    # cost[j, i]: rows i..j-1 in one group (only i < j allowed)
+    span_cost = np.where(j[None, :] < j[:, None], (j[:, None] - j[None, :]) * longest[:, None], np.inf)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    choices = []
+    for _ in range(max(1, min(parts, n))):
+        total = best[None, :] + span_cost
+        choice = total.argmin(axis=1)
+        stay = best <= total[j, choice]  # fewer groups are already as cheap
+        choice = np.where(stay, -1, choice)
+        best = np.minimum(best, total[j, choice.clip(0)])
+        choices.append(choice)
+    groups, end = [], n
+    for choice in reversed(choices):
+        start = choice[end]
+        if start < 0:
+            continue
+        groups.append(order[start:end])
+        end = start
+        if end == 0:
+            break
+    return groups[::-1]
+
 
 class TrainSampler:
     """Batches over the training users, each user once per epoch in a shuffled order."""

@@ -40,6 +40,8 @@ LOSSES = ("bce", "ce")
 RUN_FILE = "run.json"
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("train.epochs",)
+#: Values that runs recorded before a setting existed were trained with.
+LEGACY_SETTINGS = {"train.chunks": 1}
 
 
 @dataclass
@@ -57,6 +59,7 @@ class TrainConfig:
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
     p_sub: float = 0.0  # SSE-PT++: probability of a random window for histories longer than maxlen
     bucket: int = 0  # >0: sort runs of bucket*batch_size users by length: faster, but see README (Speed)
+    chunks: int = 4  # compute each batch as up to N pieces of similar length: same gradient, less padding
     eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
     eval_protocol: str = "sampled"  # protocol that picks the best epoch
     eval_seed: int = 0  # seed of the evaluation negatives
@@ -72,6 +75,8 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (self.chunks >= 1, f"chunks must be at least 1, got {self.chunks}"),
+            (self.bucket >= 0, f"bucket must be >= 0, got {self.bucket}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}"),
@@ -100,8 +105,17 @@ class FitResult:
 # --------------------------------------------------------------------------- pieces
 
 
-def compute_loss(model: SSEPT, batch: Batch, device: torch.device, config: TrainConfig) -> torch.Tensor:
-    """Mean BCE (positive vs one negative) or softmax CE over the batch's real positions."""
+def compute_loss(
+    model: SSEPT, batch: Batch, device: torch.device, config: TrainConfig,
+    positions: int | None = None, penalty: bool = True,
+) -> torch.Tensor:
+    """BCE (positive vs one negative) or softmax CE, summed over real positions / `positions`.
+
+    `positions` defaults to the batch's own count (a mean). A piece of a split batch passes
+    the whole batch's count, so the pieces' losses add up to the whole batch's mean;
+    `penalty` adds the L2 term (once per batch).
+    """
+    denom = float(positions if positions is not None else max(batch.n_positions, 1))
     users = torch.from_numpy(batch.users).to(device, non_blocking=True)
     seq = torch.from_numpy(batch.seq).to(device, non_blocking=True)
     pos = torch.from_numpy(batch.pos).to(device, non_blocking=True)
@@ -111,16 +125,16 @@ def compute_loss(model: SSEPT, batch: Batch, device: torch.device, config: Train
         neg = torch.from_numpy(batch.neg).to(device, non_blocking=True)
         pos_logit = model.score_items(hidden, users, pos)[real].float()
         neg_logit = model.score_items(hidden, users, neg)[real].float()
-        loss = F.softplus(-pos_logit).mean() + F.softplus(neg_logit).mean()
+        loss = (F.softplus(-pos_logit).sum() + F.softplus(neg_logit).sum()) / denom
     else:
         rows = real.nonzero(as_tuple=True)[0]
         logits = model.score_all(hidden[real], users[rows]).float()
-        loss = F.cross_entropy(logits, pos[real])
-    if config.l2_emb > 0:
-        penalty = model.item_emb.weight.pow(2).sum()
+        loss = F.cross_entropy(logits, pos[real], reduction="sum") / denom
+    if penalty and config.l2_emb > 0:
+        l2 = model.item_emb.weight.pow(2).sum()
         if model.user_emb is not None:
-            penalty = penalty + model.user_emb.weight.pow(2).sum()
-        loss = loss + config.l2_emb * penalty
+            l2 = l2 + model.user_emb.weight.pow(2).sum()
+        loss = loss + config.l2_emb * l2
     return loss
 
 
@@ -128,17 +142,25 @@ def train_epoch(
     model: SSEPT, sampler: TrainSampler, optimizer: torch.optim.Optimizer, config: TrainConfig,
     device: torch.device, progress: bool = False, desc: str = "epoch",
 ) -> float:
-    """One pass over the training users; returns the mean loss per real position."""
+    """One pass over the training users; returns the mean loss per real position.
+
+    Each batch is one optimizer step. With `config.chunks` > 1 its rows are computed in
+    pieces of similar length (`Batch.split`) whose gradients add up to the batch's.
+    """
     model.train()
     use_amp = config.amp and device.type == "cuda"
     total, count = 0.0, 0
     for batch in tqdm(sampler.epoch(), total=len(sampler), desc=desc, leave=False, disable=not progress):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = compute_loss(model, batch, device, config)
+        n = max(batch.n_positions, 1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch_loss = 0.0
+        for i, piece in enumerate(batch.split(config.chunks)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = compute_loss(model, piece, device, config, positions=n, penalty=i == 0)
+            loss.backward()
+            batch_loss += loss.item()
         optimizer.step()
-        total += loss.item() * batch.n_positions
+        total += batch_loss * batch.n_positions
         count += batch.n_positions
     return total / max(count, 1)
 
@@ -209,10 +231,17 @@ class RunFolder:
         """Does the folder already hold a run."""
         return self.run.exists() or self.last.exists() or self.fresh.exists()
 
+    def stored(self) -> dict[str, Any]:
+        """The settings in run.json, flattened ("train.lr": ...), with settings added later
+        given the values older runs used; empty if there is no run.json."""
+        if not self.run.exists():
+            return {}
+        return LEGACY_SETTINGS | _flatten(json.loads(self.run.read_text()))
+
     def prepare(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
         """Refuse to mix runs: a different run needs `overwrite`; the same one needs `resume`."""
         if self.exists() and not overwrite:
-            stored = _flatten(json.loads(self.run.read_text())) if self.run.exists() else {}
+            stored = self.stored()
             current = _flatten(description)
             differs = sorted(
                 f"{k} {stored.get(k)!r} -> {current.get(k)!r}" for k in set(stored) | set(current)
@@ -408,10 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.model == "sasrec":
         model_kw["user_dim"] = 0
         train_kw.setdefault("p_user", 0.0)
+    dataset_tag = Path(str(args.dataset)).stem
+    out = args.out or f"runs/{dataset_tag}-{args.model}-s{train_kw.get('seed', TrainConfig.seed)}"
+    if args.resume:  # settings not given again are the stored run's
+        stored = RunFolder(out).stored()
+        for prefix, kw in (("model.", model_kw), ("train.", train_kw)):
+            for key, value in stored.items():
+                if key.startswith(prefix) and key[len(prefix):] not in ("n_users", "n_items"):
+                    kw.setdefault(key[len(prefix):], value)
     model_config = SSEPTConfig(n_users=split.data.n_users, n_items=split.data.n_items, **model_kw)
     config = TrainConfig(**train_kw)
-    dataset_tag = Path(str(args.dataset)).stem
-    out = args.out or f"runs/{dataset_tag}-{args.model}-s{config.seed}"
     result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
                  progress=not args.quiet)
     summary = {"out": str(result.out_dir), "device": result.device, "best": result.best,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from helpers import data
 from helpers.errors import ConfigError
-from helpers.sampler import HistoryIndex, TrainSampler, gather_windows, sample_negatives
+from helpers.sampler import HistoryIndex, TrainSampler, gather_windows, partition_by_length, sample_negatives
 
 
 def _sampler(split: data.Split, seed: int = 0, **kw) -> TrainSampler:
@@ -126,6 +127,51 @@ def test_bucketing_trims_padding(ml1m: data.SequenceData) -> None:
     real = lambda bs: sum(b.n_positions for b in bs)  # noqa: E731
     assert real(plain) == real(bucketed)  # same positions trained
     assert cells(bucketed) < 0.75 * cells(plain)
+
+
+def test_partition_by_length_tiny() -> None:
+    # Sorted lengths 1 1 2 | 5 5 9 cost 3 * 2 + 3 * 9 = 33; every other cut into two costs more.
+    groups = partition_by_length(np.array([5, 1, 1, 5, 2, 9]), 2)
+    assert [g.tolist() for g in groups] == [[1, 2, 4], [0, 3, 5]]
+    assert [g.tolist() for g in partition_by_length(np.array([3, 3, 3]), 4)] == [[0, 1, 2]]
+    assert [g.tolist() for g in partition_by_length(np.array([4, 2]), 1)] == [[1, 0]]
+
+
+def test_partition_by_length_is_optimal() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        lengths, parts = rng.integers(1, 10, size=int(rng.integers(1, 8))), int(rng.integers(1, 5))
+        groups = partition_by_length(lengths, parts)
+        assert sorted(np.concatenate(groups).tolist()) == list(range(lengths.size)) and len(groups) <= parts
+        srt, n = np.sort(lengths), lengths.size
+        brute = min(
+            sum((b[i + 1] - b[i]) * srt[b[i + 1] - 1] for i in range(len(b) - 1))
+            for m in range(1, min(parts, n) + 1) for cuts in itertools.combinations(range(1, n), m - 1)
+            for b in [[0, *cuts, n]]
+        )
+        assert sum(g.size * lengths[g].max() for g in groups) == brute
+
+
+def test_split_batch_keeps_every_real_position(ml1m: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m)
+    batches = list(TrainSampler(split, 128, 200, np.random.default_rng(0), p_user=0.5, p_item=0.1).epoch())
+
+    cells_plain = cells_split = 0
+    for batch in batches[:12]:
+        pieces = batch.split(4)
+        assert 1 <= len(pieces) <= 4
+        width = batch.seq.shape[1]
+        whole = np.concatenate([batch.users[:, None], batch.seq, batch.pos, batch.neg], axis=1)
+        again = np.concatenate([
+            np.concatenate([p.users[:, None]] + [np.pad(getattr(p, f), ((0, 0), (width - p.seq.shape[1], 0)))
+                                                 for f in ("seq", "pos", "neg")], axis=1)
+            for p in pieces])
+        assert sorted(map(tuple, whole.tolist())) == sorted(map(tuple, again.tolist()))  # same rows, only trimmed
+        for p in pieces:
+            assert (p.pos[:, 0] > 0).any()  # each piece trimmed to its longest row, no further
+        cells_plain += batch.seq.size
+        cells_split += sum(p.seq.size for p in pieces)
+    assert cells_split < 0.75 * cells_plain
 
 
 @pytest.mark.parametrize(

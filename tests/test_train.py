@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,9 @@ from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError
 from helpers.evaluate import Evaluator
 from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
-from helpers.train import TrainConfig, fit, transfer_encoder
+from helpers.sampler import TrainSampler
+from helpers.train import TrainConfig, compute_loss, fit, transfer_encoder
+from helpers.train import main as train_main
 
 
 def TC(**kw) -> TrainConfig:  # noqa: N802 (reads like the class it builds)
@@ -99,6 +102,60 @@ def test_out_folder_refuses_other_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="already holds this run; pass resume"):
         fit(split, _config(split), TC(epochs=1), out, progress=False)
     fit(split, _config(split), TC(epochs=1, lr=0.01), out, overwrite=True, progress=False)
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_chunks_give_the_whole_batch_gradient(ml1m_slice: data.SequenceData, loss: str) -> None:
+    split = data.leave_one_out(ml1m_slice)
+    cfg = SSEPTConfig(ml1m_slice.n_users, ml1m_slice.n_items, item_dim=16, user_dim=8, maxlen=100, dropout=0.0)
+    batch = next(TrainSampler(split, 48, 100, np.random.default_rng(0), 0.5, 0.1).epoch())
+    tc = TrainConfig(loss=loss, l2_emb=1e-3)
+    torch.manual_seed(0)
+    model = SSEPT(cfg)
+    results = []
+    for parts in (1, 4):
+        model.zero_grad()
+        pieces = batch.split(parts)
+        assert len(pieces) == parts
+        total = 0.0
+        for i, piece in enumerate(pieces):
+            piece_loss = compute_loss(model, piece, torch.device("cpu"), tc, positions=batch.n_positions,
+                                      penalty=i == 0)
+            piece_loss.backward()
+            total += piece_loss.item()
+        results.append((total, {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (whole, g_whole), (chunked, g_chunked) = results
+    assert chunked == pytest.approx(whole, rel=1e-6)
+    for k, g in g_whole.items():
+        torch.testing.assert_close(g_chunked[k], g, rtol=1e-4, atol=1e-7, msg=k)
+
+
+def test_cli_resume_keeps_the_stored_settings(tmp_path: Path) -> None:
+    dataset, out = _synthetic(tmp_path / "s.txt"), tmp_path / "run"
+    where = ["--dataset", str(dataset), "--out", str(out), "--quiet"]
+    small = ["--item-dim", "16", "--user-dim", "8", "--maxlen", "30", "--num-blocks", "1",
+             "--batch-size", "16", "--eval-negatives", "10"]
+    assert train_main([*where, *small, "--epochs", "1", "--lr", "0.01", "--chunks", "2"]) == 0
+    assert train_main([*where, "--resume", "--epochs", "2"]) == 0  # nothing else repeated
+    stored = json.loads((out / "run.json").read_text())
+    assert (stored["train"]["lr"], stored["train"]["chunks"], stored["train"]["epochs"]) == (0.01, 2, 2)
+    assert stored["model"]["item_dim"] == 16
+    assert read_checkpoint(out / "last.pt")["epoch"] == 2
+    with pytest.raises(ConfigError, match=r"differs in: train.lr 0.01 -> 0.1"):
+        train_main([*where, "--resume", "--epochs", "3", "--lr", "0.1"])
+
+
+def test_runs_from_before_chunks_resume_with_chunks_1(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    out = tmp_path / "run"
+    fit(split, _config(split), TC(epochs=1, chunks=1), out, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    del run["train"]["chunks"]  # as written before the setting existed
+    (out / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ConfigError, match=r"train.chunks 1 -> 4"):
+        fit(split, _config(split), TC(epochs=2), out, resume=True, progress=False)
+    result = fit(split, _config(split), TC(epochs=2, chunks=1), out, resume=True, progress=False)
+    assert len(result.history) == 2
 
 
 def test_batch_larger_than_users(tmp_path: Path) -> None:
