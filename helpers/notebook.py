@@ -54,8 +54,10 @@ def run_record(params: dict[str, Any], started: float, device: torch.device | st
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
 
-def export_run(run: Path, name: str, record: dict[str, Any], dest: Path = ARTIFACTS) -> dict[str, Any]:
-    """Copy a finished run's best weights and history into `dest` and record it in `ml1m_results.json`.
+def export_run(
+    run: Path, name: str, record: dict[str, Any], dest: Path = ARTIFACTS, weights: bool = True
+) -> dict[str, Any]:
+    """Copy a finished run's history (and best weights) into `dest`; record it in `ml1m_results.json`.
 
     The weights are written without optimiser state (small enough to commit); the
     record gains the best epoch, its metrics, the wall time and the machine.
@@ -63,7 +65,8 @@ def export_run(run: Path, name: str, record: dict[str, Any], dest: Path = ARTIFA
     best = read_checkpoint(run / "best.pt")
     last = read_checkpoint(run / "last.pt")
     dest.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dest / f"ml1m_{name}.pt", {k: v for k, v in best.items() if k != "format"})
+    if weights:
+        save_checkpoint(dest / f"ml1m_{name}.pt", {k: v for k, v in best.items() if k != "format"})
     shutil.copyfile(run / "history.csv", dest / f"ml1m_history_{name}.csv")
     history = pd.DataFrame(last["history"])
     entry = {**record, "epochs": int(last["epoch"]), "seed": int(last["train"]["seed"]),

@@ -153,14 +153,14 @@ def train_epoch(
     for batch in tqdm(sampler.epoch(), total=len(sampler), desc=desc, leave=False, disable=not progress):
         n = max(batch.n_positions, 1)
         optimizer.zero_grad(set_to_none=True)
-        batch_loss = 0.0
+        batch_loss = torch.zeros((), device=device)
         for i, piece in enumerate(batch.split(config.chunks)):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = compute_loss(model, piece, device, config, positions=n, penalty=i == 0)
             loss.backward()
-            batch_loss += loss.item()
+            batch_loss += loss.detach()
         optimizer.step()
-        total += batch_loss * batch.n_positions
+        total += batch_loss.item() * batch.n_positions  # one device sync per batch
         count += batch.n_positions
     return total / max(count, 1)
 
