@@ -151,6 +151,12 @@ def parse_layout(name: str) -> dict[str, int]:
     return {"bucket": int(found[3] or 0), "chunks": int(found[2] or 1)}
 
 
+def layout_name(name: str) -> str:
+    """argparse type: a valid layout name, kept as written (it names the benchmark row)."""
+    parse_layout(name)
+    return name
+
+
 CONFIGS = {
     "ssept": ({"item_dim": 50, "user_dim": 50}, {"p_user": 0.92, "p_item": 0.1}),
     "sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.0}),
@@ -205,19 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
-    parser.add_argument("--layouts", nargs="+", default=["plain", "chunks4", "bucket8"],
+    parser.add_argument("--layouts", nargs="+", type=layout_name, default=["plain", "chunks4", "bucket8"],
                         help="batch layouts to time: plain, chunksN, bucketN")
     parser.add_argument("--device", default=None)
     parser.add_argument("--scale", action="store_true", help="add the synthetic 100k x 100k dataset")
     parser.add_argument("--scale-batches", type=int, default=20)
-    parser.add_argument("--scale-layout", default="chunks4", help="batch layout for --scale")
+    parser.add_argument("--scale-layout", type=layout_name, default="chunks4", help="batch layout for --scale")
     parser.add_argument("--out", default="runs/bench.json", help="JSON output file")
     args = parser.parse_args(argv)
-    for layout in [*args.layouts, args.scale_layout]:
-        try:
-            parse_layout(layout)
-        except argparse.ArgumentTypeError as err:
-            parser.error(str(err))
     result = run(args)
     text = json.dumps(result, indent=2)
     atomic_write(Path(args.out), lambda f: f.write(text.encode()))
