@@ -9,7 +9,8 @@ For SSE-PT (50 + 50) and SASRec (50) on ML-1M it measures, in one process:
 
 Batch layouts (`--layouts`): `plain` (shuffled batches padded to the longest window),
 `chunksN` (each batch computed as N pieces of similar length: the same gradient) and
-`bucketN` (runs of N batches sorted by length: changes which users share a batch).
+`bucketN` (runs of N batches sorted by length: changes which users share a batch);
+a `-fp32` suffix (`plain-fp32`) turns off bf16 autocast on CUDA.
 
 `--scale` adds a synthetic 100,000 x 100,000 dataset with ML-1M's length
 distribution (timing `--scale-batches` batches and the evaluation of a user sample).
@@ -143,12 +144,15 @@ def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = 0) -> 
     return pairs_to_sequences(users, items, f"synthetic-{n_users}x{n_items}")
 
 
-def parse_layout(name: str) -> dict[str, int]:
-    """'plain' -> bucket 0, chunks 1; 'chunks4' -> chunks 4; 'bucket8' -> bucket 8."""
-    found = re.fullmatch(r"(plain)|chunks(\d+)|bucket(\d+)", name)
+def parse_layout(name: str) -> dict[str, int | bool]:
+    """'plain' -> bucket 0, chunks 1; 'chunks4' -> chunks 4; 'bucket8' -> bucket 8.
+
+    A '-fp32' suffix turns off bf16 autocast (`amp`), which only CUDA uses.
+    """
+    found = re.fullmatch(r"(?:(plain)|chunks(\d+)|bucket(\d+))(-fp32)?", name)
     if found is None:
-        raise argparse.ArgumentTypeError(f"layout must be plain, chunksN or bucketN, got {name!r}")
-    return {"bucket": int(found[3] or 0), "chunks": int(found[2] or 1)}
+        raise argparse.ArgumentTypeError(f"layout must be plain, chunksN or bucketN (+ '-fp32'), got {name!r}")
+    return {"bucket": int(found[3] or 0), "chunks": int(found[2] or 1), "amp": found[4] is None}
 
 
 def layout_name(name: str) -> str:
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
     parser.add_argument("--layouts", nargs="+", type=layout_name, default=["plain", "chunks4", "bucket8"],
-                        help="batch layouts to time: plain, chunksN, bucketN")
+                        help="batch layouts to time: plain, chunksN, bucketN, each optionally + -fp32")
     parser.add_argument("--device", default=None)
     parser.add_argument("--scale", action="store_true", help="add the synthetic 100k x 100k dataset")
     parser.add_argument("--scale-batches", type=int, default=20)

@@ -6,13 +6,18 @@ gives the same batches. No Python loop runs per item or per user.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from helpers.data import SequenceData, Split, prefix_mask
 from helpers.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def gather_windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
@@ -244,3 +249,50 @@ class TrainSampler:
             seq[swap] = rng.integers(1, self.data.n_items + 1, size=k)
             pos[swap] = rng.integers(1, self.data.n_items + 1, size=k)
         return Batch(fed_users, seq, pos, neg)
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield `items` in order, each made ahead by a background thread (at most `depth` waiting).
+
+    Batches are built while the model trains on the previous one; most of the sampler's
+    NumPy work releases the GIL, so on a GPU the sampling time hides behind the step. The
+    items and their order are exactly those of `items`: one thread consumes the iterator
+    (and so the sampler's random generator) in sequence. An error in the thread is raised
+    here; leaving the loop early stops the thread.
+    """
+    done = object()
+    box: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def put(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(value, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            put((done, err))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = box.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -33,7 +33,7 @@ from helpers.data import Split, leave_one_out, load
 from helpers.errors import CheckpointError, ConfigError
 from helpers.evaluate import Evaluator
 from helpers.model import SSEPT, SSEPTConfig, load_model_state
-from helpers.sampler import Batch, TrainSampler
+from helpers.sampler import Batch, TrainSampler, prefetch
 from helpers.utils import atomic_write, device_description, get_device, run_cli, seed_everything
 
 LOSSES = ("bce", "ce")
@@ -145,12 +145,13 @@ def train_epoch(
     """One pass over the training users; returns the mean loss per real position.
 
     Each batch is one optimizer step. With `config.chunks` > 1 its rows are computed in
-    pieces of similar length (`Batch.split`) whose gradients add up to the batch's.
+    pieces of similar length (`Batch.split`) whose gradients add up to the batch's. The
+    next batch is sampled in a background thread meanwhile (`prefetch`): same batches.
     """
     model.train()
     use_amp = config.amp and device.type == "cuda"
     total, count = 0.0, 0
-    for batch in tqdm(sampler.epoch(), total=len(sampler), desc=desc, leave=False, disable=not progress):
+    for batch in tqdm(prefetch(sampler.epoch()), total=len(sampler), desc=desc, leave=False, disable=not progress):
         n = max(batch.n_positions, 1)
         optimizer.zero_grad(set_to_none=True)
         batch_loss = torch.zeros((), device=device)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from helpers import data
 from helpers.notebook import export_run, run_record
@@ -23,6 +25,17 @@ def test_help_for_every_command() -> None:
     for module in ("helpers.data", "helpers.train", "helpers.evaluate", "helpers.bench"):
         res = _run(module, "--help")
         assert res.returncode == 0 and "usage:" in res.stdout, module
+
+
+def test_bench_layout_names() -> None:
+    from helpers.bench import parse_layout
+
+    assert parse_layout("plain") == {"bucket": 0, "chunks": 1, "amp": True}
+    assert parse_layout("chunks4") == {"bucket": 0, "chunks": 4, "amp": True}
+    assert parse_layout("bucket8-fp32") == {"bucket": 8, "chunks": 1, "amp": False}
+    for bad in ("chunks", "plain4", "fp32", "chunks4-amp"):
+        with pytest.raises(argparse.ArgumentTypeError, match="layout must be"):
+            parse_layout(bad)
 
 
 def test_data_fetch_and_unknown_dataset(tmp_path: Path) -> None:

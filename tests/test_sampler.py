@@ -10,7 +10,14 @@ import pytest
 
 from helpers import data
 from helpers.errors import ConfigError
-from helpers.sampler import HistoryIndex, TrainSampler, gather_windows, partition_by_length, sample_negatives
+from helpers.sampler import (
+    HistoryIndex,
+    TrainSampler,
+    gather_windows,
+    partition_by_length,
+    prefetch,
+    sample_negatives,
+)
 
 
 def _sampler(split: data.Split, seed: int = 0, **kw) -> TrainSampler:
@@ -117,6 +124,45 @@ def test_same_seed_same_batches(ml1m_slice: data.SequenceData) -> None:
         for f in ("users", "seq", "pos", "neg"):
             assert np.array_equal(getattr(a, f), getattr(b, f))
     assert not all(np.array_equal(a.seq, b.seq) for a, b in zip(one, other))
+
+
+def test_prefetch_gives_the_same_batches_and_generator_state(ml1m_slice: data.SequenceData) -> None:
+    split = data.leave_one_out(ml1m_slice)
+    kw = {"p_user": 0.5, "p_item": 0.2, "p_sub": 0.5}
+    plain_rng, ahead_rng = np.random.default_rng(3), np.random.default_rng(3)
+    plain = list(TrainSampler(split, 32, 40, plain_rng, **kw).epoch())
+    ahead = list(prefetch(TrainSampler(split, 32, 40, ahead_rng, **kw).epoch(), depth=3))
+    assert len(plain) == len(ahead) > 3
+    for a, b in zip(plain, ahead):
+        for f in ("users", "seq", "pos", "neg"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))
+    # the next epoch (what a checkpoint's generator state decides) is the same too
+    assert plain_rng.integers(1 << 30) == ahead_rng.integers(1 << 30)
+
+
+def test_prefetch_raises_the_threads_error_and_stops_early() -> None:
+    def failing():
+        yield 1
+        raise ValueError("sampler broke")
+
+    got = []
+    with pytest.raises(ValueError, match="sampler broke"):
+        for x in prefetch(failing()):
+            got.append(x)
+    assert got == [1]
+    made = []
+
+    def endless():
+        for i in itertools.count():
+            made.append(i)
+            yield i
+
+    stream = prefetch(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # stops the thread: nothing more is made
+    settled = len(made)
+    assert settled <= 3 + 2 + 1
+    assert len(made) == settled
 
 
 def test_bucketing_trims_padding(ml1m: data.SequenceData) -> None:
