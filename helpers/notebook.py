@@ -55,23 +55,26 @@ def run_record(params: dict[str, Any], started: float, device: torch.device | st
 
 
 def export_run(
-    run: Path, name: str, record: dict[str, Any], dest: Path = ARTIFACTS, weights: bool = True
+    run: Path, name: str, record: dict[str, Any], dest: Path = ARTIFACTS, weights_file: str | None = None
 ) -> dict[str, Any]:
     """Copy a finished run's history (and best weights) into `dest`; record it in `ml1m_results.json`.
 
-    The weights are written without optimiser state (small enough to commit); the
-    record gains the best epoch, its metrics, the wall time and the machine.
+    Reads the run folder's `run.json`, `history.csv` and `best.pt` (not `last.pt`, which
+    may be left behind). The weights go to `dest / weights_file` without optimiser state
+    (small enough to commit); the record gains the best epoch, its metrics, the settings,
+    the wall time and whatever `record` holds (command, machine, ...).
     """
     best = read_checkpoint(run / "best.pt")
-    last = read_checkpoint(run / "last.pt")
+    settings = json.loads((run / "run.json").read_text())
+    history = pd.read_csv(run / "history.csv")
     dest.mkdir(parents=True, exist_ok=True)
-    if weights:
-        save_checkpoint(dest / f"ml1m_{name}.pt", {k: v for k, v in best.items() if k != "format"})
+    if weights_file:
+        save_checkpoint(dest / weights_file, {k: v for k, v in best.items() if k != "format"})
     shutil.copyfile(run / "history.csv", dest / f"ml1m_history_{name}.csv")
-    history = pd.DataFrame(last["history"])
-    entry = {**record, "epochs": int(last["epoch"]), "seed": int(last["train"]["seed"]),
-             "train": last["train"], "model": last["config"], "best": best["best"],
-             "train_seconds": float(history["seconds"].sum()), "wall_seconds": float(history["elapsed"].iloc[-1])}
+    entry = {**record, "epochs": int(history["epoch"].iloc[-1]), "seed": int(settings["train"]["seed"]),
+             "train": settings["train"], "model": settings["model"], "best": best["best"],
+             "weights": weights_file, "train_seconds": float(history["seconds"].sum()),
+             "wall_seconds": float(history["elapsed"].iloc[-1])}
     results_path = dest / "ml1m_results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results[name] = entry

@@ -94,3 +94,19 @@ def fraction_curves(summary: pd.DataFrame, metric: str, ax: Axes | None = None) 
     ax.set_xticks([10, 25, 50, 100], ["10", "25", "50", "100"])
     ax.legend(fontsize=7)
     return ax
+
+
+def metric_bars(table: pd.DataFrame, columns: Sequence[str], title: str, ax: Axes | None = None) -> Axes:
+    """Grouped horizontal bars: one group per row of `table`, one bar per column, values labelled."""
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 0.6 * len(table) + 1))[1]
+    height = 0.8 / len(columns)
+    rows = np.arange(len(table))
+    for j, column in enumerate(columns):
+        values = table[column].astype(float).to_numpy()
+        bars = ax.barh(rows + j * height, values, height, label=column)
+        ax.bar_label(bars, labels=[f"{v:.4f}" for v in values], fontsize=7, padding=2)
+    ax.set_yticks(rows + height * (len(columns) - 1) / 2, list(table.index))
+    ax.invert_yaxis()
+    ax.set(title=title, xlim=(0, float(table[list(columns)].astype(float).to_numpy().max()) * 1.18))
+    ax.legend(fontsize=7, loc="lower right")
+    return ax

@@ -84,10 +84,14 @@ def test_export_run_writes_small_artifacts(tmp_path: Path) -> None:
     cfg = SSEPTConfig(split.data.n_users, split.data.n_items, **SMALL)
     fit(split, cfg, TrainConfig(epochs=2, batch_size=16, eval_negatives=10, eval_every=1), tmp_path / "run",
         progress=False)
-    entry = export_run(tmp_path / "run", "tiny", {"command": "test"}, dest=tmp_path / "art")
+    for leftover in ("last.pt", "prev.pt"):  # an exported run needs only run.json, history.csv and best.pt
+        (tmp_path / "run" / leftover).unlink(missing_ok=True)
+    entry = export_run(tmp_path / "run", "tiny", {"command": "test"}, dest=tmp_path / "art",
+                       weights_file="ml1m_tiny.pt")
     model, ckpt = load_checkpoint(tmp_path / "art" / "ml1m_tiny.pt")
     assert ckpt["optimizer"] is None and model.config == cfg
-    assert entry["epochs"] == 2 and entry["command"] == "test"
+    assert entry["epochs"] == 2 and entry["command"] == "test" and entry["weights"] == "ml1m_tiny.pt"
+    assert entry["train"]["epochs"] == 2 and entry["model"]["item_dim"] == cfg.item_dim
     results = json.loads((tmp_path / "art" / "ml1m_results.json").read_text())
     assert results["tiny"]["best"]["epoch"] == entry["best"]["epoch"]
     assert len(pd.read_csv(tmp_path / "art" / "ml1m_history_tiny.csv")) == 2

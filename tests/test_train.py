@@ -20,7 +20,7 @@ from helpers.errors import CheckpointError, ConfigError
 from helpers.evaluate import Evaluator
 from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
 from helpers.sampler import TrainSampler
-from helpers.train import TrainConfig, compute_loss, fit, transfer_encoder
+from helpers.train import TrainConfig, compute_loss, fit, pieces_per_batch, transfer_encoder
 from helpers.train import main as train_main
 
 
@@ -145,6 +145,14 @@ def test_cli_resume_keeps_the_stored_settings(tmp_path: Path) -> None:
         train_main([*where, "--resume", "--epochs", "3", "--lr", "0.1"])
 
 
+def test_auto_pieces_per_batch_follow_the_device() -> None:
+    assert pieces_per_batch(TC(), torch.device("cpu")) == 4
+    assert pieces_per_batch(TC(), torch.device("cuda")) == 1
+    assert pieces_per_batch(TC(chunks=3), torch.device("cuda")) == 3
+    with pytest.raises(ConfigError, match="chunks must be >= 0"):
+        TC(chunks=-1)
+
+
 def test_runs_from_before_chunks_resume_with_chunks_1(tmp_path: Path) -> None:
     split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
     out = tmp_path / "run"
@@ -152,7 +160,7 @@ def test_runs_from_before_chunks_resume_with_chunks_1(tmp_path: Path) -> None:
     run = json.loads((out / "run.json").read_text())
     del run["train"]["chunks"]  # as written before the setting existed
     (out / "run.json").write_text(json.dumps(run))
-    with pytest.raises(ConfigError, match=r"train.chunks 1 -> 4"):
+    with pytest.raises(ConfigError, match=r"train.chunks 1 -> 0"):
         fit(split, _config(split), TC(epochs=2), out, resume=True, progress=False)
     result = fit(split, _config(split), TC(epochs=2, chunks=1), out, resume=True, progress=False)
     assert len(result.history) == 2

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One GPU session, as one script: the exact commands behind artifacts/*_gpu*.
+#
+#   1. a smoke run on the device (fails fast if CUDA breaks anything),
+#   2. the benchmark (python -m helpers.bench) alone on the card,
+#   3. the ML-1M study as parallel runs until a deadline: the faithful runs
+#      (SSE-PT and SASRec, seeds 0 and 1), the ablation rows (seed 0) and the
+#      candidates for the best run, all 200 epochs, validation every 5 epochs,
+#      fp32 (no autocast), plain shuffled batches (no bucketing, no chunks),
+#   4. full-ranking evaluation of every run's best checkpoint, then archives.
+#
+# Usage: OUT=folder DEADLINE=seconds bash artifacts/gpu_session.sh
+# Unfinished runs stop at the deadline; their folders still hold every epoch so far.
+set -uo pipefail
+START=$(date +%s)
+OUT=${OUT:-runs/gpu-out}
+DEADLINE=${DEADLINE:-540}          # seconds from start to the archives
+DEVICE=${DEVICE:-cuda}
+PY=${PY:-python3}
+EPOCHS=${EPOCHS:-200}
+EXTRA=${EXTRA:-}                   # extra train arguments (a local dry run passes a tiny --train-fraction)
+BENCH=${BENCH:---epochs 3 --layouts plain plain-fp32 chunks4}
+RUNS=runs/gpu
+mkdir -p "$OUT" "$RUNS"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+LOG=$OUT/log.txt
+left() { echo $((START + DEADLINE - $(date +%s))); }
+say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
+
+say "machine: $(nproc --all) cores; $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
+$PY -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
+
+# 1. smoke
+say "smoke"
+$PY -m helpers.train --dataset ml-1m --device "$DEVICE" --epochs 2 --eval-every 1 --train-fraction 0.05 \
+    --out "$RUNS/smoke" --overwrite --quiet 2>&1 | tail -3 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { say "smoke failed"; exit 1; }
+
+# 2. benchmark, alone on the card
+say "bench"
+timeout 150 $PY -m helpers.bench --device "$DEVICE" $BENCH --out "$OUT/bench_gpu.json" 2>&1 | tee -a "$LOG"
+
+# 3. the study
+declare -A ARGS=(
+  [ssept-s0]="--model ssept --seed 0"
+  [sasrec-s0]="--model sasrec --seed 0"
+  [ssept-s1]="--model ssept --seed 1"
+  [sasrec-s1]="--model sasrec --seed 1"
+  [nosse-s0]="--model ssept --seed 0 --p-user 0 --p-item 0"
+  [useronly-s0]="--model ssept --seed 0 --p-item 0"
+  [itemonly-s0]="--model ssept --seed 0 --p-user 0"
+  [sseptpp-s0]="--model ssept --seed 0 --p-sub 0.5"
+  [ce-s0]="--model ssept --seed 0 --loss ce"
+  [cepp-s0]="--model ssept --seed 0 --loss ce --p-sub 0.5"
+)
+STUDY_END=$(( $(left) - 75 ))
+[ "$STUDY_END" -ge 60 ] || STUDY_END=60
+say "study: ${#ARGS[@]} runs, stopped after ${STUDY_END}s"
+for name in "${!ARGS[@]}"; do
+  # shellcheck disable=SC2086
+  timeout "$STUDY_END" $PY -m helpers.train --dataset ml-1m --device "$DEVICE" ${ARGS[$name]} \
+      --epochs "$EPOCHS" --eval-every 5 --no-amp --chunks 1 --bucket 0 $EXTRA \
+      --out "$RUNS/$name" --overwrite --quiet > "$RUNS/$name.log" 2>&1 &
+done
+while [ -n "$(jobs -r)" ]; do
+  sleep 30
+  say "$(for n in "${!ARGS[@]}"; do printf '%s:%s ' "$n" "$(($(cat "$RUNS/$n/history.csv" 2>/dev/null | wc -l) - 1))"; done)"
+done
+wait
+
+# 4. full ranking of each best checkpoint (test split), in parallel
+say "full-ranking evaluation"
+for name in "${!ARGS[@]}"; do
+  [ -f "$RUNS/$name/best.pt" ] || continue
+  timeout 60 $PY -m helpers.evaluate --checkpoint "$RUNS/$name/best.pt" --dataset ml-1m --protocol full \
+      --split test --device "$DEVICE" > "$RUNS/$name/full_test.json" 2> "$RUNS/$name/full_test.err" &
+done
+wait
+cat "$RUNS"/*/full_test.json > "$OUT/full_test.jsonl" 2>/dev/null
+for group in "faithful:ssept-s0 sasrec-s0 ssept-s1 sasrec-s1" "ablation:nosse-s0 useronly-s0 itemonly-s0 sseptpp-s0" \
+             "best:ce-s0 cepp-s0"; do
+  files=()
+  for n in ${group#*:}; do
+    for f in run.json history.csv best.pt full_test.json; do [ -f "$RUNS/$n/$f" ] && files+=("$n/$f"); done
+    [ -f "$RUNS/$n.log" ] && files+=("$n.log")
+  done
+  tar -czf "$OUT/runs_${group%%:*}.tar.gz" -C "$RUNS" "${files[@]}"
+done
+ls -la "$OUT" | tee -a "$LOG"
+say "done"

@@ -1,0 +1,68 @@
+"""Tables of the recorded ML-1M runs (`artifacts/ml1m_results.json`): every run, the SSE ablation.
+
+Each run's record (written by `helpers.notebook.export_run`) holds its settings, the best
+epoch by validation NDCG@10 with its validation and test metrics (sampled protocol), the
+full-ranking test metrics where they were measured, the command and the machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Ablation rows in display order: (label, test on the record's settings).
+ABLATION = (
+    ("no SSE", lambda t, m: m["user_dim"] > 0 and t["p_user"] == 0 and t["p_item"] == 0 and t["p_sub"] == 0),
+    ("user SSE only", lambda t, m: m["user_dim"] > 0 and t["p_user"] > 0 and t["p_item"] == 0 and t["p_sub"] == 0),
+    ("item SSE only", lambda t, m: m["user_dim"] > 0 and t["p_user"] == 0 and t["p_item"] > 0 and t["p_sub"] == 0),
+    ("user + item SSE (SSE-PT)", lambda t, m: m["user_dim"] > 0 and t["p_user"] > 0 and t["p_item"] > 0
+     and t["p_sub"] == 0),
+    ("SSE-PT++ (+ random windows)", lambda t, m: m["user_dim"] > 0 and t["p_user"] > 0 and t["p_item"] > 0
+     and t["p_sub"] > 0),
+    ("SASRec (no user part)", lambda t, m: m["user_dim"] == 0),
+)
+
+
+def load_results(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The records of `ml1m_results.json`, by run name."""
+    return json.loads(Path(path).read_text())
+
+
+def runs_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: group, settings, best epoch, validation and test metrics, machine."""
+    rows = {}
+    for name, r in results.items():
+        train, model, best, full = r["train"], r["model"], r["best"], r.get("full_test", {})
+        rows[name] = {
+            "group": r.get("group", ""), "model": "SASRec" if model["user_dim"] == 0 else "SSE-PT",
+            "seed": r["seed"], "loss": train["loss"], "p_user": train["p_user"], "p_item": train["p_item"],
+            "p_sub": train["p_sub"], "epochs": r["epochs"], "best epoch": best["epoch"],
+            "valid NDCG@10": best["valid_ndcg@10"], "test NDCG@10": best["test_ndcg@10"],
+            "test HR@10": best["test_hr@10"], "test MRR": best["test_mrr"],
+            "full NDCG@10": full.get("ndcg@10"), "full HR@10": full.get("hr@10"), "device": r["device"],
+        }
+    return pd.DataFrame(rows).T.rename_axis("run")
+
+
+def ablation_table(results: dict[str, dict[str, Any]], device: str, seed: int = 0, loss: str = "bce") -> pd.DataFrame:
+    """The SSE ablation: one row per `ABLATION` setting among the runs on `device` with this seed and loss.
+
+    Refuses a mixed budget: every row must have trained for the same number of epochs.
+    """
+    table = runs_table(results)
+    table = table[(table["device"] == device) & (table["seed"] == seed) & (table["loss"] == loss)]
+    rows = {}
+    for label, matches in ABLATION:
+        found = [name for name in table.index if matches(results[name]["train"], results[name]["model"])]
+        if len(found) > 1:
+            raise ValueError(f"ablation row {label!r} matches several runs: {found}")
+        if found:
+            rows[label] = table.loc[found[0]].drop(["group", "model", "device"])
+            rows[label]["run"] = found[0]
+    frame = pd.DataFrame(rows).T.rename_axis("setting")
+    if frame["epochs"].nunique() > 1:
+        raise ValueError(f"ablation rows trained for different budgets: {sorted(frame['epochs'].unique())}")
+    return frame

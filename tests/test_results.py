@@ -1,0 +1,54 @@
+"""Tables of recorded runs: exact rows on a hand-made record, and the ablation's safeguards."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from helpers.results import ablation_table, runs_table
+
+
+def _record(user_dim: int, p_user: float, p_item: float, p_sub: float = 0.0, epochs: int = 10,
+            test: float = 0.5, loss: str = "bce") -> dict[str, Any]:
+    return {
+        "group": "g", "seed": 0, "epochs": epochs, "device": "cuda (X)",
+        "model": {"user_dim": user_dim}, "train": {"loss": loss, "p_user": p_user, "p_item": p_item, "p_sub": p_sub},
+        "best": {"epoch": epochs, "valid_ndcg@10": test + 0.01, "test_ndcg@10": test, "test_hr@10": 0.8,
+                 "test_mrr": 0.4},
+        "full_test": {"ndcg@10": 0.1, "hr@10": 0.2},
+    }
+
+
+RESULTS = {
+    "sasrec": _record(0, 0.0, 0.1, test=0.59),
+    "both": _record(50, 0.92, 0.1, test=0.61),
+    "none": _record(50, 0.0, 0.0, test=0.55),
+    "pp": _record(50, 0.92, 0.1, p_sub=0.5, test=0.62),
+    "ce": _record(50, 0.92, 0.1, loss="ce", test=0.63),
+}
+
+
+def test_runs_table_rows() -> None:
+    table = runs_table(RESULTS)
+    assert table.loc["sasrec", "model"] == "SASRec" and table.loc["both", "model"] == "SSE-PT"
+    assert table.loc["pp", "test NDCG@10"] == 0.62 and table.loc["both", "full HR@10"] == 0.2
+
+
+def test_ablation_picks_each_setting_once_in_order() -> None:
+    table = ablation_table(RESULTS, "cuda (X)")
+    assert list(table.index) == ["no SSE", "user + item SSE (SSE-PT)", "SSE-PT++ (+ random windows)",
+                                 "SASRec (no user part)"]  # no user-only or item-only run; the CE run is left out
+    assert list(table["run"]) == ["none", "both", "pp", "sasrec"]
+    assert table.loc["no SSE", "test NDCG@10"] == 0.55
+
+
+def test_ablation_refuses_mixed_budgets_and_duplicates() -> None:
+    mixed = copy.deepcopy(RESULTS)
+    mixed["none"]["epochs"] = 20
+    with pytest.raises(ValueError, match="different budgets"):
+        ablation_table(mixed, "cuda (X)")
+    twice = {**RESULTS, "both again": _record(50, 0.5, 0.2)}
+    with pytest.raises(ValueError, match="matches several runs"):
+        ablation_table(twice, "cuda (X)")
