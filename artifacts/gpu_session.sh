@@ -9,13 +9,16 @@
 #      fp32 (no autocast), plain shuffled batches (no bucketing, no chunks),
 #   4. full-ranking evaluation of every run's best checkpoint, then archives.
 #
-# Usage: OUT=folder DEADLINE=seconds bash artifacts/gpu_session.sh
-# Unfinished runs stop at the deadline; their folders still hold every epoch so far.
+# Usage: OUT=folder DEADLINE=seconds [MODE=resume] bash artifacts/gpu_session.sh
+# Unfinished runs stop at the deadline; their folders still hold every epoch so far, and
+# MODE=resume (on the same machine) skips steps 1-2 and continues every run from its last
+# checkpoint. The committed H200 runs: DEADLINE=535, then MODE=resume DEADLINE=290.
 set -uo pipefail
 START=$(date +%s)
 OUT=${OUT:-runs/gpu-out}
 DEADLINE=${DEADLINE:-540}          # seconds from start to the archives
 DEVICE=${DEVICE:-cuda}
+MODE=${MODE:-fresh}
 PY=${PY:-python3}
 EPOCHS=${EPOCHS:-200}
 EXTRA=${EXTRA:-}                   # extra train arguments (a local dry run passes a tiny --train-fraction)
@@ -30,6 +33,7 @@ say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
 say "machine: $(nproc --all) cores; $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
 $PY -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
+if [ "$MODE" = fresh ]; then
 # 1. smoke
 say "smoke"
 $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --epochs 2 --eval-every 1 --train-fraction 0.05 \
@@ -39,6 +43,8 @@ $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --epochs 2 --eval-every 
 # 2. benchmark, alone on the card
 say "bench"
 timeout 150 $PY -m helpers.bench --device "$DEVICE" $BENCH --out "$OUT/bench_gpu.json" 2>&1 | tee -a "$LOG"
+fi
+START_FLAG=$([ "$MODE" = fresh ] && echo --overwrite || echo --resume)
 
 # 3. the study
 declare -A ARGS=(
@@ -60,7 +66,7 @@ for name in "${!ARGS[@]}"; do
   # shellcheck disable=SC2086
   timeout "$STUDY_END" $PY -m helpers.train --dataset ml-1m --device "$DEVICE" ${ARGS[$name]} \
       --epochs "$EPOCHS" --eval-every 5 --no-amp --chunks 1 --bucket 0 $EXTRA \
-      --out "$RUNS/$name" --overwrite --quiet > "$RUNS/$name.log" 2>&1 &
+      --out "$RUNS/$name" "$START_FLAG" --quiet >> "$RUNS/$name.log" 2>&1 &
 done
 while [ -n "$(jobs -r)" ]; do
   sleep 30
