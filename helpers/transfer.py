@@ -13,7 +13,9 @@ Setups (same epoch budget, best epoch by validation NDCG@10):
 
 Each is trained on nested fractions of the training users with several seeds; all
 are evaluated on the same users. `run_study` appends one CSV row per run and skips
-rows already there, so an interrupted study continues where it stopped.
+rows already there, so an interrupted study continues where it stopped. Every row
+names the pretrained checkpoint of its study (`pretrained`), and rows from another
+checkpoint are refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from helpers.baselines import all_baselines
 from helpers.checkpoint import read_checkpoint
 from helpers.data import Split
+from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator, Scorer
 from helpers.model import SSEPTConfig
 from helpers.train import TrainConfig, fit
@@ -117,12 +120,19 @@ def run_study(
     if base is None:
         raise ValueError("give a pretrained checkpoint or a base config")
     frame = pd.read_csv(out_csv) if out_csv.exists() else pd.DataFrame(columns=KEYS)
+    source = Path(pretrained).name if pretrained is not None else ""
+    recorded = set(frame["pretrained"].fillna("")) if "pretrained" in frame and len(frame) else {source}
+    if recorded != {source}:
+        raise ConfigError(
+            f"{out_csv} holds rows of a study from pretrained {sorted(recorded)}, not {source!r}; "
+            "move or delete that file to start this study"
+        )
     done = {tuple(r) for r in frame[KEYS].itertuples(index=False)}
 
     for b in all_baselines(split, base.maxlen):
         for fraction in fractions:
             if (b.name, fraction, 0) not in done:
-                row = {"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline",
+                row = {"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline", "pretrained": source,
                        **evaluate_all(b, split, train.eval_seed, train.eval_negatives)}
                 frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
     _save(frame, out_csv)
@@ -137,7 +147,7 @@ def run_study(
         result = fit(split, model_config, config, run_dir / f"{setup.name}-f{fraction}-s{seed}",
                      init_from=pretrained if setup.pretrained else None, resume=True, progress=False)
         row: dict[str, Any] = {
-            "setup": setup.name, "fraction": fraction, "seed": seed, "kind": "model",
+            "setup": setup.name, "fraction": fraction, "seed": seed, "kind": "model", "pretrained": source,
             "best_epoch": result.best["epoch"], "valid_ndcg@10": result.best["valid_ndcg@10"],
             "train_seconds": float(result.history["seconds"].sum()), "wall_seconds": time.perf_counter() - t0,
             "device": result.device, **{f"setting_{k}": v for k, v in asdict(setup).items() if k != "name"},

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import data
 from helpers.checkpoint import read_checkpoint
+from helpers.errors import ConfigError
 from helpers.model import SSEPTConfig, load_checkpoint
 from helpers.train import TrainConfig, fit
 from helpers.transfer import SETUPS, new_item_users, run_study, summarize
@@ -49,5 +51,11 @@ def test_study_on_tiny_data(tmp_path: Path) -> None:
     # A second call finds every row done and trains nothing.
     again = run_study(dst, pretrained, tc, csv, tmp_path / "runs", fractions=(0.5, 1.0), seeds=(0,), progress=False)
     assert len(again) == len(frame)
+    assert set(again["pretrained"]) == {"best.pt"}
+    # Rows of a study from another checkpoint are not mixed in.
+    other = tmp_path / "other.pt"
+    other.write_bytes(pretrained.read_bytes())
+    with pytest.raises(ConfigError, match="holds rows of a study from pretrained"):
+        run_study(dst, other, tc, csv, tmp_path / "runs", fractions=(0.5, 1.0), seeds=(0,), progress=False)
     summary = summarize(again)
     assert np.isfinite(summary["sampled_ndcg@10_mean"]).all()
