@@ -158,8 +158,8 @@ def train_epoch(
 
     Each batch is one optimizer step. With more than one piece (`pieces_per_batch`) its rows
     are computed in pieces of similar length (`Batch.split`) whose gradients add up to the
-    batch's. The
-    next batch is sampled in a background thread meanwhile (`prefetch`): same batches.
+    batch's. The next batch is sampled in a background thread meanwhile (`prefetch`): the
+    same batches as without it.
     """
     model.train()
     use_amp = config.amp and device.type == "cuda"
