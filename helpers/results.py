@@ -13,17 +13,19 @@ from typing import Any
 
 import pandas as pd
 
-#: Ablation rows in display order: (label, test on the record's settings).
-ABLATION = (
-    ("no SSE", lambda t, m: m["user_dim"] > 0 and t["p_user"] == 0 and t["p_item"] == 0 and t["p_sub"] == 0),
-    ("user SSE only", lambda t, m: m["user_dim"] > 0 and t["p_user"] > 0 and t["p_item"] == 0 and t["p_sub"] == 0),
-    ("item SSE only", lambda t, m: m["user_dim"] > 0 and t["p_user"] == 0 and t["p_item"] > 0 and t["p_sub"] == 0),
-    ("user + item SSE (SSE-PT)", lambda t, m: m["user_dim"] > 0 and t["p_user"] > 0 and t["p_item"] > 0
-     and t["p_sub"] == 0),
-    ("SSE-PT++ (+ random windows)", lambda t, m: m["user_dim"] > 0 and t["p_user"] > 0 and t["p_item"] > 0
-     and t["p_sub"] > 0),
-    ("SASRec (no user part)", lambda t, m: m["user_dim"] == 0),
-)
+#: Ablation rows in display order.
+ABLATION = ("no SSE", "user SSE only", "item SSE only", "user + item SSE (SSE-PT)", "SSE-PT++ (+ random windows)",
+            "SASRec (no user part)")
+
+
+def ablation_label(train: dict[str, Any], model: dict[str, Any]) -> str | None:
+    """Which `ABLATION` row a run's settings make (None: none of them, e.g. SSE-PT++ without both SSE parts)."""
+    if model["user_dim"] == 0:
+        return ABLATION[5]
+    user, item = train["p_user"] > 0, train["p_item"] > 0
+    if train["p_sub"] > 0:
+        return ABLATION[4] if user and item else None
+    return ABLATION[int(user) + 2 * int(item)]  # none, user only, item only, both
 
 
 def load_results(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -55,8 +57,9 @@ def ablation_table(results: dict[str, dict[str, Any]], device: str, seed: int = 
     table = runs_table(results)
     table = table[(table["device"] == device) & (table["seed"] == seed) & (table["loss"] == loss)]
     rows = {}
-    for label, matches in ABLATION:
-        found = [name for name in table.index if matches(results[name]["train"], results[name]["model"])]
+    labels = {name: ablation_label(results[name]["train"], results[name]["model"]) for name in table.index}
+    for label in ABLATION:
+        found = [name for name, own in labels.items() if own == label]
         if len(found) > 1:
             raise ValueError(f"ablation row {label!r} matches several runs: {found}")
         if found:
