@@ -10,7 +10,9 @@ For SSE-PT (50 + 50) and SASRec (50) on ML-1M it measures, in one process:
 Batch layouts (`--layouts`): `plain` (shuffled batches padded to the longest window),
 `chunksN` (each batch computed as N pieces of similar length: the same gradient) and
 `bucketN` (runs of N batches sorted by length: changes which users share a batch);
-a `-fp32` suffix (`plain-fp32`) turns off bf16 autocast on CUDA.
+a `-fp32` suffix (`plain-fp32`) turns off bf16 autocast on CUDA, and `-compile` or `-graphs`
+(`plain-fp32-graphs`) compiles the loss with torch.compile (with CUDA graphs). The warm-up
+epoch's time is reported too: it includes compiling.
 
 `--scale` adds a synthetic 100,000 x 100,000 dataset with ML-1M's length
 distribution (timing `--scale-batches` batches and the evaluation of a user sample).
@@ -96,15 +98,15 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
     if max_batches is not None:  # time a fixed number of batches (for huge data), scaled to an epoch
         sampler.users = sampler.users[: max_batches * train.batch_size]
     times, losses = [], []
-    for i in range(epochs + 1):
+    for _ in range(epochs + 1):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         losses.append(train_epoch(model, sampler, optimizer, train, device))
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i > 0:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
+    warmup, times = times[0], times[1:]
     batches = [piece for batch in TrainSampler(split, train.batch_size, model_config.maxlen, np.random.default_rng(0),
                                                p_sub=train.p_sub, users=sampler.users, bucket=train.bucket).epoch()
                for piece in batch.split(train.chunks)]
@@ -114,6 +116,7 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
     scale = full / len(sampler)
     return {
         "epoch_seconds": seconds * scale, "epoch_seconds_all": [t * scale for t in times],
+        "warmup_epoch_seconds": warmup * scale,
         "timed_batches": len(sampler), "sequences_per_s": sampler.users.size / seconds,
         "padding_share_computed": 1 - sum(b.n_positions for b in batches) / cells,
         "gflops_achieved": epoch_flops(model_config, cells, width) / seconds / 1e9,
@@ -144,15 +147,21 @@ def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = 0) -> 
     return pairs_to_sequences(users, items, f"synthetic-{n_users}x{n_items}")
 
 
-def parse_layout(name: str) -> dict[str, int | bool]:
+COMPILE_SUFFIXES = {None: "off", "-compile": "default", "-graphs": "reduce-overhead"}
+
+
+def parse_layout(name: str) -> dict[str, int | bool | str]:
     """'plain' -> bucket 0, chunks 1; 'chunks4' -> chunks 4; 'bucket8' -> bucket 8.
 
-    A '-fp32' suffix turns off bf16 autocast (`amp`), which only CUDA uses.
+    A '-fp32' suffix turns off bf16 autocast (`amp`), which only CUDA uses; then '-compile'
+    compiles the loss (torch.compile), '-graphs' compiles it with CUDA graphs.
     """
-    found = re.fullmatch(r"(?:(plain)|chunks(\d+)|bucket(\d+))(-fp32)?", name)
+    found = re.fullmatch(r"(?:(plain)|chunks(\d+)|bucket(\d+))(-fp32)?(-compile|-graphs)?", name)
     if found is None:
-        raise argparse.ArgumentTypeError(f"layout must be plain, chunksN or bucketN (+ '-fp32'), got {name!r}")
-    return {"bucket": int(found[3] or 0), "chunks": int(found[2] or 1), "amp": found[4] is None}
+        raise argparse.ArgumentTypeError(
+            f"layout must be plain, chunksN or bucketN (+ '-fp32', + '-compile' or '-graphs'), got {name!r}")
+    return {"bucket": int(found[3] or 0), "chunks": int(found[2] or 1), "amp": found[4] is None,
+            "compile": COMPILE_SUFFIXES[found[5]]}
 
 
 def layout_name(name: str) -> str:

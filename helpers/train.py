@@ -1,6 +1,9 @@
 """Training: `fit(...)` and `python -m helpers.train`.
 
 - Adam (betas 0.9, 0.98), BCE with one negative per position, or full softmax CE.
+- The training step never waits for the device (no data-dependent shapes, the loss is
+  summed on the device and read once per epoch), so `compile` (torch.compile, optionally
+  with CUDA graphs) can capture it whole on a GPU.
 - Validation every `eval_every` epochs; the best epoch by validation NDCG@10 is kept
   (`best.pt`) and its test metrics are the ones reported.
 - Checkpoints every `checkpoint_every` epochs and at each improvement. Each write is
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -37,11 +41,13 @@ from helpers.sampler import Batch, TrainSampler, prefetch
 from helpers.utils import atomic_write, device_description, get_device, run_cli, seed_everything
 
 LOSSES = ("bce", "ce")
+#: torch.compile modes for the training step ("off": eager).
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 RUN_FILE = "run.json"
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("train.epochs",)
 #: Values that runs recorded before a setting existed were trained with.
-LEGACY_SETTINGS = {"train.chunks": 1}
+LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off"}
 
 
 @dataclass
@@ -70,6 +76,7 @@ class TrainConfig:
     freeze_encoder: bool = False  # train only the user/item tables (transfer setup)
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder (transfer setup)
     amp: bool = False  # bf16 autocast on CUDA (ignored on the CPU; slower for these sizes on an H200)
+    compile: str = "off"  # torch.compile the loss: "default", or "reduce-overhead" (CUDA graphs on a GPU)
 
     def __post_init__(self) -> None:
         checks = [
@@ -79,6 +86,7 @@ class TrainConfig:
             (self.bucket >= 0, f"bucket must be >= 0, got {self.bucket}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}"),
             (self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
             (0.0 < self.train_fraction <= 1.0, f"train_fraction must be in (0, 1], got {self.train_fraction}"),
@@ -105,31 +113,63 @@ class FitResult:
 # --------------------------------------------------------------------------- pieces
 
 
+LossFn = Callable[..., torch.Tensor]
+
+
+def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None,
+             kind: str, dense: bool) -> torch.Tensor:
+    """BCE (positive vs one negative) or softmax CE, summed over the real positions (`pos > 0`).
+
+    Padded positions are masked out by arithmetic rather than dropped, so nothing depends
+    on how many positions are real. With `dense`, CE scores every position too (ignoring
+    padded targets); otherwise only the real rows are gathered first, which saves the
+    padded share of the (positions x items) product but waits for the count (on a GPU).
+    """
+    hidden = model(users, seq)
+    real = pos > 0
+    if kind == "bce":
+        pos_logit = model.score_items(hidden, users, pos).float()
+        neg_logit = model.score_items(hidden, users, neg).float()
+        return ((F.softplus(-pos_logit) + F.softplus(neg_logit)) * real).sum()
+    if dense:
+        logits = model.score_all(hidden, users).float()
+        return F.cross_entropy(logits.flatten(0, 1), pos.flatten(), ignore_index=0, reduction="sum")
+    rows = real.nonzero(as_tuple=True)[0]
+    logits = model.score_all(hidden[real], users[rows]).float()
+    return F.cross_entropy(logits, pos[real], reduction="sum")
+
+
+@functools.cache
+def make_loss_fn(mode: str) -> LossFn:
+    """`loss_sum` for "off", else its torch.compile'd version in that mode (one per mode and process).
+
+    Compiling costs tens of seconds in the first steps (and again for each new batch shape
+    until shapes are treated as dynamic); it pays off when launches, not arithmetic, bound
+    the step, as on a GPU (README, Speed).
+    """
+    if mode == "off":
+        return loss_sum
+    return torch.compile(loss_sum, mode=mode)
+
+
 def compute_loss(
     model: SSEPT, batch: Batch, device: torch.device, config: TrainConfig,
-    positions: int | None = None, penalty: bool = True,
+    positions: int | None = None, penalty: bool = True, loss_fn: LossFn = loss_sum,
 ) -> torch.Tensor:
-    """BCE (positive vs one negative) or softmax CE, summed over real positions / `positions`.
+    """The batch's loss (`loss_sum`, or a compiled `loss_fn`) divided by `positions`.
 
-    `positions` defaults to the batch's own count (a mean). A piece of a split batch passes
-    the whole batch's count, so the pieces' losses add up to the whole batch's mean;
-    `penalty` adds the L2 term (once per batch).
+    `positions` defaults to the batch's own count of real positions (a mean). A piece of a
+    split batch passes the whole batch's count, so the pieces' losses add up to the whole
+    batch's mean; `penalty` adds the L2 term (once per batch). CE is dense off the CPU and
+    when compiled (no data-dependent shapes), gathered on the eager CPU path.
     """
     denom = float(positions if positions is not None else max(batch.n_positions, 1))
     users = torch.from_numpy(batch.users).to(device, non_blocking=True)
     seq = torch.from_numpy(batch.seq).to(device, non_blocking=True)
     pos = torch.from_numpy(batch.pos).to(device, non_blocking=True)
-    real = pos > 0
-    hidden = model(users, seq)
-    if config.loss == "bce":
-        neg = torch.from_numpy(batch.neg).to(device, non_blocking=True)
-        pos_logit = model.score_items(hidden, users, pos)[real].float()
-        neg_logit = model.score_items(hidden, users, neg)[real].float()
-        loss = (F.softplus(-pos_logit).sum() + F.softplus(neg_logit).sum()) / denom
-    else:
-        rows = real.nonzero(as_tuple=True)[0]
-        logits = model.score_all(hidden[real], users[rows]).float()
-        loss = F.cross_entropy(logits, pos[real], reduction="sum") / denom
+    neg = torch.from_numpy(batch.neg).to(device, non_blocking=True) if config.loss == "bce" else None
+    dense = device.type != "cpu" or loss_fn is not loss_sum
+    loss = loss_fn(model, users, seq, pos, neg, config.loss, dense) / denom
     if penalty and config.l2_emb > 0:
         l2 = model.item_emb.weight.pow(2).sum()
         if model.user_emb is not None:
@@ -164,20 +204,20 @@ def train_epoch(
     model.train()
     use_amp = config.amp and device.type == "cuda"
     parts = pieces_per_batch(config, device)
-    total, count = 0.0, 0
+    loss_fn = make_loss_fn(config.compile)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     for batch in tqdm(prefetch(sampler.epoch()), total=len(sampler), desc=desc, leave=False, disable=not progress):
         n = max(batch.n_positions, 1)
         optimizer.zero_grad(set_to_none=True)
-        batch_loss = torch.zeros((), device=device)
         for i, piece in enumerate(batch.split(parts)):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = compute_loss(model, piece, device, config, positions=n, penalty=i == 0)
+                loss = compute_loss(model, piece, device, config, positions=n, penalty=i == 0, loss_fn=loss_fn)
             loss.backward()
-            batch_loss += loss.detach()
+            total += loss.detach().double() * batch.n_positions
         optimizer.step()
-        total += batch_loss.item() * batch.n_positions  # one device sync per batch
         count += batch.n_positions
-    return total / max(count, 1)
+    return total.item() / max(count, 1)  # the only wait for the device in an epoch
 
 
 def transfer_encoder(model: SSEPT, ckpt: dict[str, Any], source: str, same_data: bool) -> list[str]:
@@ -210,7 +250,8 @@ def make_optimizer(model: SSEPT, config: TrainConfig) -> torch.optim.Adam:
             p.requires_grad_(False)
     else:
         groups.append({"params": model.encoder_parameters(), "lr": config.lr * config.encoder_lr_scale})
-    return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+    fused = next(model.parameters()).is_cuda  # one kernel per step instead of one per tensor and op
+    return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
 
 
 def training_users(split: Split, fraction: float, seed: int) -> np.ndarray | None:

@@ -30,10 +30,12 @@ def test_help_for_every_command() -> None:
 def test_bench_layout_names() -> None:
     from helpers.bench import parse_layout
 
-    assert parse_layout("plain") == {"bucket": 0, "chunks": 1, "amp": True}
-    assert parse_layout("chunks4") == {"bucket": 0, "chunks": 4, "amp": True}
-    assert parse_layout("bucket8-fp32") == {"bucket": 8, "chunks": 1, "amp": False}
-    for bad in ("chunks", "plain4", "fp32", "chunks4-amp"):
+    assert parse_layout("plain") == {"bucket": 0, "chunks": 1, "amp": True, "compile": "off"}
+    assert parse_layout("chunks4") == {"bucket": 0, "chunks": 4, "amp": True, "compile": "off"}
+    assert parse_layout("bucket8-fp32") == {"bucket": 8, "chunks": 1, "amp": False, "compile": "off"}
+    assert parse_layout("plain-fp32-graphs") == {"bucket": 0, "chunks": 1, "amp": False, "compile": "reduce-overhead"}
+    assert parse_layout("chunks2-compile")["compile"] == "default"
+    for bad in ("chunks", "plain4", "fp32", "chunks4-amp", "plain-graphs-fp32", "plain-compile-graphs"):
         with pytest.raises(argparse.ArgumentTypeError, match="layout must be"):
             parse_layout(bad)
 
