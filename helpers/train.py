@@ -152,6 +152,15 @@ def make_loss_fn(mode: str) -> LossFn:
     return torch.compile(loss_sum, mode=mode)
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch array on `device`. On CUDA it goes through pinned memory: a copy from ordinary
+    (pageable) memory would first wait for all the GPU work queued before it."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def compute_loss(
     model: SSEPT, batch: Batch, device: torch.device, config: TrainConfig,
     positions: int | None = None, penalty: bool = True, loss_fn: LossFn = loss_sum,
@@ -164,10 +173,8 @@ def compute_loss(
     when compiled (no data-dependent shapes), gathered on the eager CPU path.
     """
     denom = float(positions if positions is not None else max(batch.n_positions, 1))
-    users = torch.from_numpy(batch.users).to(device, non_blocking=True)
-    seq = torch.from_numpy(batch.seq).to(device, non_blocking=True)
-    pos = torch.from_numpy(batch.pos).to(device, non_blocking=True)
-    neg = torch.from_numpy(batch.neg).to(device, non_blocking=True) if config.loss == "bce" else None
+    users, seq, pos = (to_device(a, device) for a in (batch.users, batch.seq, batch.pos))
+    neg = to_device(batch.neg, device) if config.loss == "bce" else None
     dense = device.type != "cpu" or loss_fn is not loss_sum
     loss = loss_fn(model, users, seq, pos, neg, config.loss, dense) / denom
     if penalty and config.l2_emb > 0:
