@@ -4,7 +4,8 @@ For SSE-PT (50 + 50) and SASRec (50) on ML-1M it measures, in one process:
 - seconds per training epoch (median of `--epochs` timed epochs after one warm-up),
   sequences per second, and the model's achieved GFLOP/s as a share of this
   machine's float32 matmul GFLOP/s (measured in the same run, skinny and square);
-- seconds for one evaluation of every eligible user, per protocol;
+- seconds for one evaluation of every eligible user, per protocol (median of 3), and
+  with `--eval-batches N ...` the same at other evaluation batch sizes, interleaved;
 - the process's peak resident memory.
 
 Batch layouts (`--layouts`): `plain` (shuffled batches padded to the longest window),
@@ -124,16 +125,28 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
     }
 
 
-def bench_eval(split: Split, model: SSEPT, device: torch.device, users: np.ndarray | None = None) -> dict[str, float]:
-    """Seconds for one evaluation of every eligible user (or of `users`), per protocol."""
-    out = {}
+def bench_eval(split: Split, model: SSEPT, device: torch.device, users: np.ndarray | None = None,
+               compare_batches: tuple[int, ...] = (), repeats: int = 3) -> dict[str, float]:
+    """Median seconds for one evaluation of every eligible user (or of `users`), per protocol.
+
+    With the default batch size (`eval_<protocol>_seconds`) and, interleaved with it so that
+    both see the same machine, each batch size in `compare_batches` (`..._batch<N>`).
+    """
+    out: dict[str, float] = {}
     for protocol in ("sampled", "full"):
-        ev = Evaluator(split, "test", protocol, users=users)
-        ev(model, device)  # warm-up
-        t0 = time.perf_counter()
-        ev(model, device)
-        out[f"eval_{protocol}_seconds"] = time.perf_counter() - t0
-        out["eval_users"] = int(ev.users.size)
+        sizes: tuple[int | None, ...] = (None, *compare_batches)
+        evaluators = {size: Evaluator(split, "test", protocol, users=users, batch_size=size) for size in sizes}
+        times: dict[int | None, list[float]] = {size: [] for size in sizes}
+        for ev in evaluators.values():
+            ev(model, device)  # warm-up
+        for _ in range(repeats):
+            for size, ev in evaluators.items():
+                t0 = time.perf_counter()
+                ev(model, device)
+                times[size].append(time.perf_counter() - t0)
+        for size, values in times.items():
+            out[f"eval_{protocol}_seconds" + (f"_batch{size}" if size else "")] = statistics.median(values)
+        out["eval_users"] = int(evaluators[None].users.size)
     return out
 
 
@@ -194,7 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model_kw, train_kw = CONFIGS[name]
             mc = SSEPTConfig(split.data.n_users, split.data.n_items, maxlen=200, **model_kw)
             row = bench_training(split, mc, TrainConfig(**parse_layout(layout), **train_kw), device, args.epochs)
-            row.update(bench_eval(split, row.pop("model"), device))
+            row.update(bench_eval(split, row.pop("model"), device, tuple(args.eval_batches)))
             row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / result["matmul_gflops"]["skinny"]
             row["peak_rss_mb_so_far"] = peak_rss_mb()
             result["runs"][f"{name}_{layout}"] = row
@@ -227,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", nargs="+", type=layout_name, default=["plain", "chunks4", "bucket8"],
                         help="batch layouts to time: plain, chunksN, bucketN, each optionally + -fp32")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--eval-batches", nargs="*", type=int, default=[],
+                        help="evaluation batch sizes to time beside the default one, interleaved")
     parser.add_argument("--scale", action="store_true", help="add the synthetic 100k x 100k dataset")
     parser.add_argument("--scale-batches", type=int, default=20)
     parser.add_argument("--scale-layout", type=layout_name, default="chunks4", help="batch layout for --scale")

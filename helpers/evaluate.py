@@ -52,7 +52,7 @@ class Evaluator:
         seed: int = 0,
         n_negatives: int = 100,
         remove_history: bool = True,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         users: np.ndarray | None = None,
         ks: tuple[int, ...] = (10,),
     ) -> None:
@@ -80,8 +80,9 @@ class Evaluator:
         self.users = eval_users[np.argsort(hist_len[eval_users], kind="stable")]
         self.hist_len = hist_len
 
-    def _batches(self) -> list[np.ndarray]:
-        return [self.users[i : i + self.batch_size] for i in range(0, self.users.size, self.batch_size)]
+    def _batches(self, device: torch.device) -> list[np.ndarray]:
+        size = self.batch_size or batch_size_for(device)
+        return [self.users[i : i + size] for i in range(0, self.users.size, size)]
 
     def _history_mask(self, users: np.ndarray, targets: np.ndarray, n_cols: int) -> torch.Tensor:
         """(B, n_cols) True at the items of each user's input history, except the target."""
@@ -106,7 +107,7 @@ class Evaluator:
         if hasattr(model, "eval"):
             model.eval()
         out = []
-        for users in tqdm(self._batches(), desc=f"eval {self.which}/{self.protocol}", disable=not progress,
+        for users in tqdm(self._batches(device), desc=f"eval {self.which}/{self.protocol}", disable=not progress,
                           leave=False):
             seqs = input_windows(self.split, users, self.which, model.maxlen)
             targets = self.targets_all[users]
@@ -132,6 +133,16 @@ class Evaluator:
         """Metrics dict: ndcg@k, hr@k, mrr, the number of users evaluated and skipped."""
         return {**summarize(self.ranks(model, device, progress), self.ks),
                 "users": int(self.users.size), "skipped_users": self.n_skipped}
+
+
+def batch_size_for(device: torch.device) -> int:
+    """Users per evaluation batch when none is given: small on a CPU, larger elsewhere.
+
+    On the 2-core CPU, 32 users per batch evaluated ML-1M in about 2.0 s against 2.7-3.0 s
+    with 256 (the same ranks: each user's scores do not depend on the batch); a GPU is
+    launch-bound, so fewer, larger batches suit it (README, Speed).
+    """
+    return 32 if device.type == "cpu" else 256
 
 
 def input_windows(split: Split, users: np.ndarray, which: str, maxlen: int) -> np.ndarray:

@@ -87,6 +87,20 @@ def test_sampled_negatives_fixed_by_seed(small_split: data.Split) -> None:
         assert not set(a.negatives[u]) & set(small_split.data.user_items(u).tolist())
 
 
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_model_ranks_do_not_depend_on_the_batch_size(small_split: data.Split, protocol: str) -> None:
+    """Each user's scores come from their own row, so every batch size gives the same ranks."""
+    from helpers.model import SSEPT, SSEPTConfig
+
+    torch.manual_seed(0)
+    model = SSEPT(SSEPTConfig(n_users=40, n_items=20, item_dim=8, user_dim=4, maxlen=10)).eval()
+    kw = {"n_negatives": 10} if protocol == "sampled" else {}
+    ranks = [Evaluator(small_split, "test", protocol, batch_size=size, **kw).ranks(model) for size in (None, 3, 7, 64)]
+    for other in ranks[1:]:
+        assert np.array_equal(other, ranks[0])
+    assert len(set(ranks[0].tolist())) > 3  # a real spread of ranks, not a constant
+
+
 def test_full_ranking_removes_history(tmp_path: Path) -> None:
     path = tmp_path / "h.txt"
     # user 1 history 1,2,3 then valid 4, test 5
