@@ -125,7 +125,7 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
     }
 
 
-def bench_eval(split: Split, model: SSEPT, device: torch.device, users: np.ndarray | None = None,
+def bench_eval(split: Split, model: SSEPT, device: torch.device, *, users: np.ndarray | None = None,
                compare_batches: tuple[int, ...] = (), repeats: int = 3) -> dict[str, float]:
     """Median seconds for one evaluation of every eligible user (or of `users`), per protocol.
 
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model_kw, train_kw = CONFIGS[name]
             mc = SSEPTConfig(split.data.n_users, split.data.n_items, maxlen=200, **model_kw)
             row = bench_training(split, mc, TrainConfig(**parse_layout(layout), **train_kw), device, args.epochs)
-            row.update(bench_eval(split, row.pop("model"), device, tuple(args.eval_batches)))
+            row.update(bench_eval(split, row.pop("model"), device, compare_batches=tuple(args.eval_batches)))
             row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / result["matmul_gflops"]["skinny"]
             row["peak_rss_mb_so_far"] = peak_rss_mb()
             result["runs"][f"{name}_{layout}"] = row

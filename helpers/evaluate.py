@@ -138,8 +138,9 @@ class Evaluator:
 def batch_size_for(device: torch.device) -> int:
     """Users per evaluation batch when none is given: small on a CPU, larger elsewhere.
 
-    On the 2-core CPU, 32 users per batch evaluated ML-1M in about 2.0 s against 2.7-3.0 s
-    with 256 (the same ranks: each user's scores do not depend on the batch); a GPU is
+    On the 2-core CPU, SSE-PT evaluated all of ML-1M with 32 users per batch in 1.7-2.4 s
+    against 2.0-3.5 s with 256, timed in the same processes (`artifacts/bench_cpu_eval.json`);
+    the ranks are identical, since each user's scores come from their own row. A GPU is
     launch-bound, so fewer, larger batches suit it (README, Speed).
     """
     return 32 if device.type == "cpu" else 256

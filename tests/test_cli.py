@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from helpers import data
 from helpers.notebook import export_run, run_record
@@ -99,3 +101,18 @@ def test_export_run_writes_small_artifacts(tmp_path: Path) -> None:
     assert len(pd.read_csv(tmp_path / "art" / "ml1m_history_tiny.csv")) == 2
     record = run_record({"EPOCHS": 2}, 0.0, "cpu")
     assert "machine" in record.index and record.loc["param EPOCHS", "value"] == "2"
+
+
+def test_bench_eval_times_every_user_at_each_batch_size(tmp_path: Path) -> None:
+    from helpers.bench import bench_eval
+    from helpers.model import SSEPT, SSEPTConfig
+
+    rng = np.random.default_rng(0)
+    lines = [f"{u} {i}" for u in range(1, 31) for i in rng.choice(np.arange(1, 121), size=6, replace=False)]
+    (tmp_path / "d.txt").write_text("\n".join(lines) + "\n")
+    split = data.leave_one_out(data.read_pairs(tmp_path / "d.txt"))
+    model = SSEPT(SSEPTConfig(split.data.n_users, split.data.n_items, item_dim=8, user_dim=4, maxlen=10))
+    out = bench_eval(split, model, torch.device("cpu"), compare_batches=(7,), repeats=1)
+    assert out["eval_users"] == split.eval_users.size == 30
+    assert set(out) == {"eval_users", "eval_sampled_seconds", "eval_sampled_seconds_batch7",
+                        "eval_full_seconds", "eval_full_seconds_batch7"}
