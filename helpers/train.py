@@ -1,6 +1,6 @@
 """Training: `fit(...)` and `python -m helpers.train`.
 
-- Adam (betas 0.9, 0.98), BCE with one negative per position, or full softmax CE.
+- Adam (betas 0.9, 0.98), BCE with one negative per position, full softmax CE, or their sum.
 - The training step never waits for the device (no data-dependent shapes, the loss is
   summed on the device and read once per epoch), so `compile` (torch.compile, optionally
   with CUDA graphs) can capture it whole on a GPU.
@@ -40,7 +40,7 @@ from helpers.model import SSEPT, SSEPTConfig, load_model_state
 from helpers.sampler import Batch, TrainSampler, prefetch
 from helpers.utils import atomic_write, device_description, get_device, run_cli, seed_everything
 
-LOSSES = ("bce", "ce")
+LOSSES = ("bce", "ce", "bce+ce")
 #: torch.compile modes for the training step ("off": eager).
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 RUN_FILE = "run.json"
@@ -59,7 +59,7 @@ class TrainConfig:
     lr: float = 1e-3  # Adam learning rate
     beta1: float = 0.9  # Adam beta1
     beta2: float = 0.98  # Adam beta2
-    loss: str = "bce"  # "bce" (one sampled negative per position) or "ce" (softmax over all items)
+    loss: str = "bce"  # "bce" (one sampled negative per position), "ce" (softmax over all items) or "bce+ce"
     l2_emb: float = 0.0  # L2 penalty on the item and user tables
     p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
@@ -118,7 +118,8 @@ LossFn = Callable[..., torch.Tensor]
 
 def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None,
              kind: str, dense: bool) -> torch.Tensor:
-    """BCE (positive vs one negative) or softmax CE, summed over the real positions (`pos > 0`).
+    """BCE (positive vs one negative), softmax CE, or both added ("bce+ce"), summed over the
+    real positions (`pos > 0`).
 
     Padded positions are masked out by arithmetic rather than dropped, so nothing depends
     on how many positions are real. With `dense`, CE scores every position too (ignoring
@@ -127,16 +128,20 @@ def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Te
     """
     hidden = model(users, seq)
     real = pos > 0
-    if kind == "bce":
+    total = torch.zeros((), device=hidden.device)
+    if "bce" in kind.split("+"):
         pos_logit = model.score_items(hidden, users, pos).float()
         neg_logit = model.score_items(hidden, users, neg).float()
-        return ((F.softplus(-pos_logit) + F.softplus(neg_logit)) * real).sum()
-    if dense:
-        logits = model.score_all(hidden, users).float()
-        return F.cross_entropy(logits.flatten(0, 1), pos.flatten(), ignore_index=0, reduction="sum")
-    rows = real.nonzero(as_tuple=True)[0]
-    logits = model.score_all(hidden[real], users[rows]).float()
-    return F.cross_entropy(logits, pos[real], reduction="sum")
+        total = total + ((F.softplus(-pos_logit) + F.softplus(neg_logit)) * real).sum()
+    if "ce" in kind.split("+"):
+        if dense:
+            logits = model.score_all(hidden, users).float()
+            total = total + F.cross_entropy(logits.flatten(0, 1), pos.flatten(), ignore_index=0, reduction="sum")
+        else:
+            rows = real.nonzero(as_tuple=True)[0]
+            logits = model.score_all(hidden[real], users[rows]).float()
+            total = total + F.cross_entropy(logits, pos[real], reduction="sum")
+    return total
 
 
 @functools.cache
@@ -174,7 +179,7 @@ def compute_loss(
     """
     denom = float(positions if positions is not None else max(batch.n_positions, 1))
     users, seq, pos = (to_device(a, device) for a in (batch.users, batch.seq, batch.pos))
-    neg = to_device(batch.neg, device) if config.loss == "bce" else None
+    neg = to_device(batch.neg, device) if "bce" in config.loss.split("+") else None
     dense = device.type != "cpu" or loss_fn is not loss_sum
     loss = loss_fn(model, users, seq, pos, neg, config.loss, dense) / denom
     if penalty and config.l2_emb > 0:

@@ -114,7 +114,7 @@ def test_out_folder_refuses_other_run(tmp_path: Path) -> None:
     fit(split, _config(split), TC(epochs=1, lr=0.01), out, overwrite=True, progress=False)
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce"])
+@pytest.mark.parametrize("loss", ["bce", "ce", "bce+ce"])
 def test_chunks_give_the_whole_batch_gradient(ml1m_slice: data.SequenceData, loss: str) -> None:
     split = data.leave_one_out(ml1m_slice)
     cfg = SSEPTConfig(ml1m_slice.n_users, ml1m_slice.n_items, item_dim=16, user_dim=8, maxlen=100, dropout=0.0)
@@ -161,6 +161,8 @@ def test_loss_sums_real_positions_by_hand() -> None:
                                                                                             rel=1e-5)
     for dense in (False, True):
         assert loss_sum(model, users, seq, pos, None, "ce", dense).item() == pytest.approx(by_hand_ce.item(), rel=1e-5)
+        both = loss_sum(model, users, seq, pos, neg, "bce+ce", dense).item()
+        assert both == pytest.approx(by_hand_bce.item() + by_hand_ce.item(), rel=1e-5)
 
 
 def test_dense_ce_gives_the_gathered_gradient(ml1m_slice: data.SequenceData) -> None:
