@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers.data import Split, leave_one_out, load
+from helpers.data import Split, leave_one_out, load, prefix_mask
 from helpers.errors import CheckpointError, ConfigError
 from helpers.metrics import full_ranks, sampled_ranks, summarize
 from helpers.sampler import HistoryIndex, gather_windows, sample_negatives
@@ -133,6 +133,30 @@ class Evaluator:
         """Metrics dict: ndcg@k, hr@k, mrr, the number of users evaluated and skipped."""
         return {**summarize(self.ranks(model, device, progress), self.ks),
                 "users": int(self.users.size), "skipped_users": self.n_skipped}
+
+
+def by_target_popularity(evaluator: Evaluator, ranks: np.ndarray, groups: int = 5) -> pd.DataFrame:
+    """Metrics of the evaluated users in `groups` near-equal groups by how often their held-out
+    item occurs in the training part, rarest first. `ranks` are `evaluator.ranks(model)`.
+
+    Each row: the popularity range, the number of users, and `summarize`'s metrics.
+    """
+    split = evaluator.split
+    if ranks.shape != evaluator.users.shape:
+        raise ConfigError(f"ranks has shape {ranks.shape}, but the evaluator has {evaluator.users.size} users")
+    counts = np.bincount(split.data.items[prefix_mask(split.data, split.train_len)],
+                         minlength=split.data.n_items + 1)
+    popularity = counts[evaluator.targets_all[evaluator.users]]
+    order = np.argsort(popularity, kind="stable")
+    rows = {}
+    for i, members in enumerate(np.array_split(order, groups)):
+        if members.size == 0:
+            continue
+        pop = popularity[members]
+        rows[f"{i + 1}: {pop.min()}-{pop.max()}"] = {"users": members.size, **summarize(ranks[members], evaluator.ks)}
+    frame = pd.DataFrame(rows).T
+    frame.index.name = "held-out item's training count"
+    return frame.astype({"users": int})
 
 
 def batch_size_for(device: torch.device) -> int:

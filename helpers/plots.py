@@ -108,5 +108,5 @@ def metric_bars(table: pd.DataFrame, columns: Sequence[str], title: str, ax: Axe
     ax.set_yticks(rows + height * (len(columns) - 1) / 2, list(table.index))
     ax.invert_yaxis()
     ax.set(title=title, xlim=(0, float(table[list(columns)].astype(float).to_numpy().max()) * 1.18))
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return ax

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import baselines, data
+from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator
 from helpers.metrics import full_ranks, sampled_ranks, summarize
 
@@ -150,3 +151,22 @@ def test_recommend_excludes_history(small_split: data.Split) -> None:
     assert list(scores) == sorted(scores, reverse=True)
     allowed = [i for i in range(1, 21) if i not in hist]
     assert scores[0] == pop.counts[allowed].max()
+
+
+def test_by_target_popularity_by_hand(tmp_path: Path) -> None:
+    """Four users; items 1 and 2 are held out. Item 1 occurs 3 times in training, item 2 once."""
+    from helpers.evaluate import by_target_popularity
+
+    path = tmp_path / "p.txt"
+    rows = {1: [1, 3, 4, 1], 2: [1, 5, 6, 2], 3: [1, 7, 8, 1], 4: [2, 9, 3, 2]}
+    path.write_text("".join(f"{u} {i}\n" for u, items in rows.items() for i in items))
+    split = data.leave_one_out(data.read_pairs(path))
+    ev = Evaluator(split, "test", "full")
+    assert ev.targets_all[ev.users].tolist() == [1, 2, 1, 2]
+    table = by_target_popularity(ev, np.array([0, 20, 5, 9]), groups=2)
+    assert table.index.tolist() == ["1: 1-1", "2: 3-3"]  # item 2 (rarest) first
+    assert table["users"].tolist() == [2, 2]
+    assert table["hr@10"].tolist() == [0.5, 1.0]  # ranks 20, 9 for item 2; 0, 5 for item 1
+    assert table.loc["2: 3-3", "mrr"] == pytest.approx((1 + 1 / 6) / 2)
+    with pytest.raises(ConfigError, match="evaluator has 4 users"):
+        by_target_popularity(ev, np.zeros(3), groups=2)
