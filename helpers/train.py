@@ -217,7 +217,8 @@ def train_epoch(
     use_amp = config.amp and device.type == "cuda"
     parts = pieces_per_batch(config, device)
     loss_fn = make_loss_fn(config.compile)
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    total = torch.zeros((), dtype=acc_dtype, device=device)
     count = 0
     for batch in tqdm(prefetch(sampler.epoch()), total=len(sampler), desc=desc, leave=False, disable=not progress):
         n = max(batch.n_positions, 1)
@@ -226,7 +227,7 @@ def train_epoch(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = compute_loss(model, piece, device, config, positions=n, penalty=i == 0, loss_fn=loss_fn)
             loss.backward()
-            total += loss.detach().double() * batch.n_positions
+            total += loss.detach().to(total.dtype) * batch.n_positions
         optimizer.step()
         count += batch.n_positions
     return total.item() / max(count, 1)  # the only wait for the device in an epoch
