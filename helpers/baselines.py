@@ -6,10 +6,9 @@ trained model adds over popularity or simply repeating what the user just did.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from helpers.data import Split, prefix_mask
+from helpers.data import Split, item_popularity
 
 
 class _Baseline:
@@ -39,10 +38,7 @@ class Popularity(_Baseline):
 
     def __init__(self, split: Split, maxlen: int = 200) -> None:
         super().__init__(split.data.n_items, maxlen)
-        data = split.data
-        in_train = prefix_mask(data, split.train_len)
-        counts = np.bincount(data.items[in_train], minlength=data.n_items + 1)
-        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.counts = torch.as_tensor(item_popularity(split.data, split.train_len), dtype=torch.float32)
 
     def score_all(self, users: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         return self.counts.to(seqs.device).expand(seqs.shape[0], -1).clone()

@@ -472,9 +472,11 @@ def stats(data: SequenceData) -> dict[str, float | int | str]:
     }
 
 
-def item_popularity(data: SequenceData) -> np.ndarray:
-    """Rows per item id (index 0, padding, is 0)."""
-    return np.bincount(data.items, minlength=data.n_items + 1)
+def item_popularity(data: SequenceData, prefix_len: np.ndarray | None = None) -> np.ndarray:
+    """Rows per item id (index 0, padding, is 0); with `prefix_len`, only each user's first
+    `prefix_len[user]` rows count (`split.train_len`: the training part)."""
+    items = data.items if prefix_len is None else data.items[prefix_mask(data, prefix_len)]
+    return np.bincount(items, minlength=data.n_items + 1)
 
 
 def movie_titles(folder: str | Path | None = None) -> dict[int, str]:

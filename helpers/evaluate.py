@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers.data import Split, leave_one_out, load, prefix_mask
+from helpers.data import Split, item_popularity, leave_one_out, load
 from helpers.errors import CheckpointError, ConfigError
 from helpers.metrics import full_ranks, sampled_ranks, summarize
 from helpers.sampler import HistoryIndex, gather_windows, sample_negatives
@@ -144,9 +144,7 @@ def by_target_popularity(evaluator: Evaluator, ranks: np.ndarray, groups: int = 
     split = evaluator.split
     if ranks.shape != evaluator.users.shape:
         raise ConfigError(f"ranks has shape {ranks.shape}, but the evaluator has {evaluator.users.size} users")
-    counts = np.bincount(split.data.items[prefix_mask(split.data, split.train_len)],
-                         minlength=split.data.n_items + 1)
-    popularity = counts[evaluator.targets_all[evaluator.users]]
+    popularity = item_popularity(split.data, split.train_len)[evaluator.targets_all[evaluator.users]]
     order = np.argsort(popularity, kind="stable")
     rows = {}
     for i, members in enumerate(np.array_split(order, groups)):

@@ -126,14 +126,15 @@ def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Te
     padded targets); otherwise only the real rows are gathered first, which saves the
     padded share of the (positions x items) product but waits for the count (on a GPU).
     """
+    parts = kind.split("+")
     hidden = model(users, seq)
     real = pos > 0
     total = torch.zeros((), device=hidden.device)
-    if "bce" in kind.split("+"):
+    if "bce" in parts:
         pos_logit = model.score_items(hidden, users, pos).float()
         neg_logit = model.score_items(hidden, users, neg).float()
         total = total + ((F.softplus(-pos_logit) + F.softplus(neg_logit)) * real).sum()
-    if "ce" in kind.split("+"):
+    if "ce" in parts:
         if dense:
             logits = model.score_all(hidden, users).float()
             total = total + F.cross_entropy(logits.flatten(0, 1), pos.flatten(), ignore_index=0, reduction="sum")
