@@ -7,7 +7,11 @@
   plus a learned position embedding; dropout; padded positions zeroed;
 - blocks that layer-norm the queries only, attend causally over the un-normalised
   keys/values, add the attention output to the normalised queries, then apply a
-  feed-forward layer with a residual on its layer-normed input;
+  feed-forward layer with a residual on its layer-normed input (`block="sasrec"`);
+  `block="post-norm"` (`LN(x + attn(x))`, `LN(x + ffn(x))`) and `block="pre-norm"`
+  (`x + attn(LN(x))`, `x + ffn(LN(x))`) are the forms later SASRec code uses;
+- optional dropout on the attention weights (`attn_dropout`) and inside the
+  feed-forward layer after its ReLU (`ffn_dropout`), as the reference implementations do;
 - a final layer norm gives `h_t`; candidate `j` scores
   `h_t . concat(item_emb[j], user_emb[u] * sqrt(d_u))`.
 
@@ -31,6 +35,12 @@ from torch import nn
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError
 
+#: Block forms: where the layer norms sit around attention and the feed-forward layer.
+BLOCK_FORMS = ("sasrec", "post-norm", "pre-norm")
+#: The values of settings added after the first checkpoints were written, as those checkpoints
+#: were trained (the original SASRec form); `from_dict` fills them in whatever the defaults are.
+LEGACY_MODEL_SETTINGS: dict[str, Any] = {"attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec"}
+
 
 @dataclass
 class SSEPTConfig:
@@ -43,7 +53,10 @@ class SSEPTConfig:
     maxlen: int = 200  # longest input window (number of position embeddings)
     num_blocks: int = 2  # self-attention blocks
     num_heads: int = 1  # attention heads; must divide item_dim + user_dim
-    dropout: float = 0.2  # on the input embeddings and the feed-forward output (not on attention weights)
+    dropout: float = 0.2  # on the input embeddings and the feed-forward output
+    attn_dropout: float = 0.0  # on the attention weights (the reference implementations use `dropout`)
+    ffn_dropout: float = 0.0  # inside the feed-forward layer, after its first linear layer and ReLU
+    block: str = "sasrec"  # block form: "sasrec" (queries normed), "post-norm" or "pre-norm"; see BLOCK_FORMS
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,6 +68,9 @@ class SSEPTConfig:
             (self.num_blocks >= 1, f"num_blocks must be at least 1, got {self.num_blocks}"),
             (self.num_heads >= 1, f"num_heads must be at least 1, got {self.num_heads}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0.0 <= self.attn_dropout < 1.0, f"attn_dropout must be in [0, 1), got {self.attn_dropout}"),
+            (0.0 <= self.ffn_dropout < 1.0, f"ffn_dropout must be in [0, 1), got {self.ffn_dropout}"),
+            (self.block in BLOCK_FORMS, f"block must be one of {BLOCK_FORMS}, got {self.block!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -69,12 +85,16 @@ class SSEPTConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SSEPTConfig:
-        """Rebuild from `asdict`, refusing unknown keys so a wrong file fails loudly."""
+        """Rebuild from `asdict`, refusing unknown keys so a wrong file fails loudly.
+
+        A config stored before a setting existed gets the value it was trained with
+        (`LEGACY_MODEL_SETTINGS`), not today's default, so old checkpoints score as before.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise CheckpointError(f"unknown model config keys {sorted(unknown)}")
-        return cls(**values)
+        return cls(**{**LEGACY_MODEL_SETTINGS, **values})
 
 
 class Dropout(nn.Module):
@@ -103,26 +123,85 @@ class Dropout(nn.Module):
         return x * keep * (65536 / (65536 - self.threshold))
 
 
-class Block(nn.Module):
-    """Causal self-attention (queries layer-normed) followed by a feed-forward layer."""
+def _keep_mask(shape: tuple[int, ...], threshold: int, rng: np.random.Generator) -> torch.Tensor:
+    """Boolean mask, True with probability 1 - threshold / 65536, from uint16 NumPy draws."""
+    return torch.from_numpy(rng.integers(0, 65536, size=shape, dtype=np.uint16) >= threshold)
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, rng: np.random.Generator) -> None:
+
+class AttentionDropout(nn.Module):
+    """Causal attention whose weights are dropped out, still in the fused (flash) kernel on the CPU.
+
+    torch's `scaled_dot_product_attention(dropout_p=...)` falls back to the unfused
+    ("math") path on the CPU, about 3.5 times slower in attention. Here every key is
+    given twice: a kept copy (value scaled by 1 / (1 - p)) and a dropped copy (value
+    zero), and the keep mask opens exactly one of the two. The softmax denominator is the
+    full one, so the output is `(dropout(P) @ v)` exactly, with twice the keys but the
+    fused kernel. The masks come from the model's NumPy generator (cheap, and saved with
+    checkpoints, so a resumed run draws the same ones). Off the CPU, torch's own
+    attention dropout is used.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.p, self.rng = p, rng
+        self.threshold = round(p * 65536)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """`q` (B, h, Lq, dh), `k` and `v` (B, h, L, dh), `attn_mask` (B, 1, Lq, L) True where allowed."""
+        if not self.training or self.threshold == 0:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if q.device.type != "cpu":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.p)
+        b, h, n_q, _ = q.shape
+        keep = _keep_mask((b, h, n_q, k.shape[2]), self.threshold, self.rng)
+        allowed = attn_mask.expand(b, h, n_q, k.shape[2])
+        mask = torch.cat([allowed & keep, allowed & ~keep], dim=-1)
+        scale = 65536 / (65536 - self.threshold)
+        return F.scaled_dot_product_attention(
+            q, torch.cat([k, k], dim=2), torch.cat([v * scale, torch.zeros_like(v)], dim=2), attn_mask=mask
+        )
+
+
+class Block(nn.Module):
+    """Causal self-attention and a feed-forward layer, with layer norms placed as `form` says.
+
+    "sasrec": `x = LN1(x)`, `x = x + attn(q=x, kv=x_before_norm)`, `x = LN2(x)`, `x = x + ffn(x)`;
+    "post-norm": `x = LN1(x + attn(x))`, `x = LN2(x + ffn(x))`;
+    "pre-norm": `x = x + attn(LN1(x))`, `x = x + ffn(LN2(x))`.
+    The parameter names are the same in every form (and as in checkpoints written before
+    the forms existed).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float, rng: np.random.Generator,
+                 attn_dropout: float = 0.0, ffn_dropout: float = 0.0, form: str = "sasrec") -> None:
+        super().__init__()
+        self.num_heads, self.form = num_heads, form
         self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.attend = AttentionDropout(attn_dropout, rng)
         self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), Dropout(dropout, rng))
+        # The inner dropout shares slot 1 with the ReLU so that the weights keep their names
+        # (ffn.0, ffn.2); ReLU then dropout equals dropout then ReLU (a positive scale commutes).
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.Sequential(nn.ReLU(), Dropout(ffn_dropout, rng)),
+                                 nn.Linear(dim, dim), Dropout(dropout, rng))
 
     def _qkv(self, x: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, ...]:
-        """Normalised queries (B, Lq, d) and per-head q (B, h, Lq, dh), k and v (B, h, L, dh)."""
+        """The attention residual's base (B, Lq, d) and per-head q (B, h, Lq, dh), k and v (B, h, L, dh)."""
         b, length, d = x.shape
         h = self.num_heads
-        q_in = self.attn_norm(x[:, -1:] if last_only else x)
+        if self.form == "sasrec":
+            kv_in = x
+            q_in = base = self.attn_norm(x[:, -1:] if last_only else x)
+        elif self.form == "pre-norm":
+            kv_in = self.attn_norm(x)
+            q_in, base = (kv_in[:, -1:], x[:, -1:]) if last_only else (kv_in, x)
+        else:  # post-norm
+            kv_in = x
+            q_in = base = x[:, -1:] if last_only else x
         q = self.q_proj(q_in).view(b, q_in.shape[1], h, d // h).transpose(1, 2)
-        k, v = self.kv_proj(x).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        return q_in, q, k, v
+        k, v = self.kv_proj(kv_in).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        return base, q, k, v
 
     def attention_probs(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """The attention weights (B, h, L, L) that `forward` uses (without dropout)."""
@@ -140,12 +219,17 @@ class Block(nn.Module):
         """
         if last_only:
             attn_mask, keep = attn_mask[:, :, -1:], keep[:, -1:]
-        q_in, q, k, v = self._qkv(x, last_only)
-        b, n_q, d = q_in.shape
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = q_in + attn.transpose(1, 2).reshape(b, n_q, d)
-        x = self.ffn_norm(x)
-        x = x + self.ffn(x)
+        base, q, k, v = self._qkv(x, last_only)
+        b, n_q, d = base.shape
+        x = base + self.attend(q, k, v, attn_mask).transpose(1, 2).reshape(b, n_q, d)
+        if self.form == "sasrec":
+            x = self.ffn_norm(x)
+            x = x + self.ffn(x)
+        elif self.form == "pre-norm":
+            x = x + self.ffn(self.ffn_norm(x))
+        else:  # post-norm
+            x = self.attn_norm(x)
+            x = self.ffn_norm(x + self.ffn(x))
         return x * keep
 
 
@@ -161,7 +245,9 @@ class SSEPT(nn.Module):
         self.dropout_rng = np.random.default_rng(0)  # reseeded by `seed_dropout`
         self.emb_dropout = Dropout(config.dropout, self.dropout_rng)
         self.blocks = nn.ModuleList(
-            Block(config.dim, config.num_heads, config.dropout, self.dropout_rng) for _ in range(config.num_blocks)
+            Block(config.dim, config.num_heads, config.dropout, self.dropout_rng, config.attn_dropout,
+                  config.ffn_dropout, config.block)
+            for _ in range(config.num_blocks)
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
         self._init_weights()
