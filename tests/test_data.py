@@ -1,11 +1,10 @@
-"""Parsing, fetching, the split, statistics and raw converters."""
+"""Parsing, fetching, the split and statistics (converters: tests/test_convert.py)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers import data
@@ -119,41 +118,10 @@ def test_fetch_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "\n" not in message
 
 
-def test_udata_converter_on_ml100k(tmp_path: Path) -> None:
-    raw = data.fetch("ml-100k", tmp_path)
-    d = data.convert_raw(raw, "udata")
-    assert (data.stats(d)["users"], data.stats(d)["items"], d.n_rows) == (943, 1682, 100_000)
-    assert (d.n_users, d.n_items) == (943, 1682)  # remapped to 1..n
-    cored = data.convert_raw(raw, "udata", k=20)
-    s = data.stats(cored)
-    assert s["rows"] < 100_000 and s["users"] < 943 and s["items"] < 1682
-    assert cored.lengths[1:].min() >= 20
-    assert np.bincount(cored.items)[1:].min() >= 20
+def test_load_ml100k_goes_through_the_converter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load("ml-100k")` converts the raw u.data (the converters live in helpers.convert)."""
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    d = data.load("ml-100k")
+    assert (d.name, d.n_users, d.n_items, d.n_rows) == ("ml-100k", 943, 1682, 100_000)
 
 
-def test_converter_orders_by_time_with_stable_ties(tmp_path: Path) -> None:
-    raw = tmp_path / "u.data"
-    # user 7: items 30 (t=5), 10 (t=1), 20 (t=1): tie keeps file order 10 then 20.
-    raw.write_text("7\t30\t5\t5\n7\t10\t3\t1\n7\t20\t4\t1\n9\t10\t1\t0\n")
-    d = data.convert_raw(raw, "udata")
-    # user 9 acts first (t=0) -> id 1; item 10 first seen -> id 1, then 20 -> 2, 30 -> 3.
-    assert d.user_items(1).tolist() == [1]
-    assert d.user_items(2).tolist() == [1, 2, 3]
-
-
-def test_ratings_and_jodie_converters(tmp_path: Path) -> None:
-    ratings = tmp_path / "ratings.dat"
-    ratings.write_text("5::100::4::20\n5::200::3::10\n6::100::5::30\n")
-    d = data.convert_raw(ratings, "ratings")
-    assert d.user_items(1).tolist() == [1, 2]  # user 5: item 200 (t=10) then 100 (t=20)
-    jodie = tmp_path / "wiki.csv"
-    jodie.write_text("user_id,item_id,timestamp,state_label,f\n0,3,2.0,0,0.1\n0,4,1.0,0,0.2\n1,3,0.5,0,0.3\n")
-    j = data.convert_raw(jodie, "jodie")
-    assert j.user_items(1).tolist() == [1]  # user 1 first in time (t=0.5) with item 3 -> id 1
-    assert j.user_items(2).tolist() == [2, 1]
-
-
-def test_write_pairs_roundtrip(tiny_file: Path, tmp_path: Path) -> None:
-    d = data.read_pairs(tiny_file)
-    back = data.read_pairs(data.write_pairs(d, tmp_path / "out.txt"))
-    assert np.array_equal(back.items, d.items) and np.array_equal(back.offsets, d.offsets)
