@@ -1,4 +1,8 @@
-"""The model: causality, padding, SASRec mode, predict, checkpoints and config errors."""
+"""The model: causality, padding, SASRec mode, block forms, dropouts, predict, checkpoints, config errors.
+
+Float comparisons use tolerances scaled to the compared tensor's largest entry (`_close`),
+so they hold with any CPU kernel (MKL's AVX2/AVX-512, ATen's vector width) and thread count.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,34 @@ import torch
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import CheckpointError, ConfigError
-from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
+from helpers.model import LEGACY_MODEL_SETTINGS, SSEPT, AttentionDropout, SSEPTConfig, load_checkpoint
+
+#: Relative tolerance for two float32 computations of the same quantity (rounding ~1e-7,
+#: times a margin for sums taken in another order by another kernel or thread count).
+REL = 1e-5
+
+#: Every block form, and the reference-like combination (post-norm with both dropouts).
+FORMS = [
+    pytest.param({"block": "sasrec"}, id="sasrec"),
+    pytest.param({"block": "post-norm"}, id="post-norm"),
+    pytest.param({"block": "pre-norm"}, id="pre-norm"),
+    pytest.param({"block": "post-norm", "attn_dropout": 0.5, "ffn_dropout": 0.5}, id="reference"),
+    pytest.param({"block": "pre-norm", "attn_dropout": 0.3, "ffn_dropout": 0.3}, id="pre-norm-dropouts"),
+]
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, rel: float = REL) -> None:
+    """Equal up to `rel` of the largest |entry| of `expected` (and `rel` of each entry); infs must match."""
+    finite = expected.detach()[torch.isfinite(expected)]
+    scale = float(finite.abs().max()) if finite.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * max(scale, 1e-12))
+
+
+def _differs(a: torch.Tensor, b: torch.Tensor, share: float = 1e-3) -> bool:
+    """Do `a` and `b` differ by more than `share` of their largest finite entry (far above rounding)."""
+    finite = torch.isfinite(b)
+    a, b = a.detach()[finite], b.detach()[finite]
+    return float((a - b).abs().max()) > share * float(b.abs().max())
 
 
 def _model(**kw) -> SSEPT:
@@ -20,26 +51,102 @@ def _model(**kw) -> SSEPT:
     return SSEPT(SSEPTConfig(**{**base, **kw})).eval()
 
 
-def test_output_at_t_ignores_later_items() -> None:
-    model = _model()
+@pytest.mark.parametrize("form", FORMS)
+def test_output_at_t_ignores_later_items(form: dict) -> None:
+    model = _model(**form)
     users = torch.tensor([1, 2])
     seqs = torch.tensor([[0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
     changed = seqs.clone()
     changed[:, 4:] = torch.tensor([[11, 12], [13, 14]])
     a, b = model(users, seqs), model(users, changed)
-    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)
-    assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-3)
+    _close(b[:, :4], a[:, :4])
+    assert _differs(a[:, 4:], b[:, 4:])
 
 
-def test_padding_has_no_effect() -> None:
-    model = _model()
+@pytest.mark.parametrize("form", FORMS)
+def test_padding_has_no_effect(form: dict) -> None:
+    model = _model(**form)
     users = torch.tensor([3])
     short = torch.tensor([[5, 6, 7]])
     padded = torch.tensor([[0, 0, 0, 5, 6, 7]])
     # Trimmed and padded windows give the same hidden states at the real positions...
-    assert torch.allclose(model(users, short), model(users, padded)[:, 3:], atol=1e-6)
+    _close(model(users, padded)[:, 3:], model(users, short))
     # ...and the same scores for every item.
-    assert torch.allclose(model.predict(users, short, None), model.predict(users, padded, None), atol=1e-5)
+    _close(model.predict(users, padded, None), model.predict(users, short, None))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_last_only_matches_full_forward_in_every_form(form: dict) -> None:
+    model = _model(**form)
+    users, seqs = torch.tensor([1, 4]), torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    _close(model(users, seqs, last_only=True), model(users, seqs)[:, -1:])
+
+
+def test_block_forms_compute_different_functions() -> None:
+    users, seqs = torch.tensor([1]), torch.tensor([[1, 2, 3, 4]])
+    outs = {f: _model(block=f)(users, seqs) for f in ("sasrec", "post-norm", "pre-norm")}
+    assert _differs(outs["post-norm"], outs["sasrec"]) and _differs(outs["pre-norm"], outs["sasrec"])
+    assert _differs(outs["pre-norm"], outs["post-norm"])
+
+
+@pytest.mark.parametrize("which", ["attn_dropout", "ffn_dropout"])
+def test_new_dropouts_drop_in_training_only(which: str) -> None:
+    users, seqs = torch.tensor([1, 2]), torch.tensor([[0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    plain = _model(dropout=0.0)
+    model = _model(dropout=0.0, **{which: 0.5})
+    # Evaluation: the dropout is off, so the output is the model's without that dropout.
+    _close(model(users, seqs), plain(users, seqs))
+    assert torch.equal(model(users, seqs), model(users, seqs))
+    # Training: each call draws new masks, and none of them equals the undropped output.
+    model.train()
+    first, second = model(users, seqs), model(users, seqs)
+    assert _differs(first, second) and _differs(first, plain(users, seqs))
+
+
+def test_attention_dropout_is_dropout_of_the_weights() -> None:
+    """The fused two-copies trick gives exactly (mask * P / (1 - p)) @ v, and its gradients."""
+    torch.manual_seed(0)
+    b, h, length, d = 3, 2, 7, 4
+    q, k, v = (torch.randn(b, h, length, d, requires_grad=True) for _ in range(3))
+    idx = torch.arange(length)
+    allowed = (idx[None, :] <= idx[:, None]).expand(b, 1, length, length).clone()
+    allowed[0, :, :, :2] = False  # two padded keys for the first sequence...
+    allowed[0, :, idx, idx] = True  # ...whose own rows keep the diagonal open
+    layer = AttentionDropout(0.4, np.random.default_rng(5)).train()
+    keep = torch.from_numpy(np.random.default_rng(5).integers(0, 65536, size=(b, h, length, length),
+                                                               dtype=np.uint16) >= layer.threshold)
+    fused = layer(q, k, v, allowed)
+    weights = (q @ k.transpose(-1, -2) / d**0.5).masked_fill(~allowed, float("-inf")).softmax(-1)
+    by_hand = (weights * keep * (65536 / (65536 - layer.threshold))) @ v
+    _close(fused, by_hand)
+    grads_fused = torch.autograd.grad(fused.square().sum(), (q, k, v))
+    grads_hand = torch.autograd.grad(by_hand.square().sum(), (q, k, v))
+    for got, want in zip(grads_fused, grads_hand):
+        _close(got, want, rel=1e-4)
+    assert _differs(fused, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed))
+
+
+def test_old_config_loads_as_the_original_form(tmp_path: Path) -> None:
+    """A config stored before the new settings existed means the original form, whatever the defaults."""
+    model = _model(dropout=0.3)
+    old = {k: v for k, v in model.config.__dict__.items() if k not in LEGACY_MODEL_SETTINGS}
+    config = SSEPTConfig.from_dict(old)
+    assert {k: getattr(config, k) for k in LEGACY_MODEL_SETTINGS} == {
+        "attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec"}
+    save_checkpoint(tmp_path / "old.pt", {"config": old, "model": model.state_dict(), "epoch": 1, "history": []})
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.config == config
+    users, seqs = torch.tensor([1, 6]), torch.tensor([[0, 2, 3], [7, 8, 9]])
+    assert torch.equal(loaded.predict(users, seqs, None), model.predict(users, seqs, None))
+
+
+def test_new_settings_roundtrip_through_checkpoint(tmp_path: Path) -> None:
+    model = _model(block="pre-norm", attn_dropout=0.25, ffn_dropout=0.125)
+    _save(model, tmp_path / "m.pt")
+    loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["config"]["block"] == "pre-norm" and loaded.config == model.config
+    users, seqs = torch.tensor([2]), torch.tensor([[4, 5, 6]])
+    assert torch.equal(loaded.predict(users, seqs, None), model.predict(users, seqs, None))
 
 
 def test_padding_rows_are_zero_before_final_norm() -> None:
@@ -51,18 +158,12 @@ def test_padding_rows_are_zero_before_final_norm() -> None:
     assert torch.equal(captured["x"][0, :2], torch.zeros(2, model.config.dim))
 
 
-def test_last_only_matches_full_forward() -> None:
-    model = _model()
-    users, seqs = torch.tensor([1, 4]), torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
-    assert torch.allclose(model(users, seqs)[:, -1:], model(users, seqs, last_only=True), atol=1e-6)
-
-
 def test_attention_maps_are_causal_distributions() -> None:
     model = _model()
     maps = model.attention_maps(torch.tensor([1]), torch.tensor([[0, 0, 3, 4, 5, 6]]))
     assert len(maps) == 2 and maps[0].shape == (1, 2, 6, 6)
     w = maps[1][0, 0]
-    assert torch.allclose(w.sum(-1), torch.ones(6))
+    _close(w.sum(-1), torch.ones(6))
     assert torch.equal(w.triu(1), torch.zeros(6, 6))  # nothing attends to the future
     assert torch.equal(w[2:, :2], torch.zeros(4, 2))  # real positions never attend to padding
 
@@ -79,7 +180,7 @@ def test_user_matters_in_ssept() -> None:
     model = _model()
     seqs = torch.tensor([[1, 2, 3]])
     one, five = model.predict(torch.tensor([1]), seqs, None), model.predict(torch.tensor([5]), seqs, None)
-    assert not torch.allclose(one, five)
+    assert _differs(one, five)
 
 
 def test_predict_candidates_match_full_scores() -> None:
@@ -88,7 +189,7 @@ def test_predict_candidates_match_full_scores() -> None:
     full = model.predict(users, seqs, None)
     assert full.shape == (2, 21) and torch.isinf(full[:, 0]).all()
     cand = torch.tensor([[3, 9, 1], [20, 2, 7]])
-    assert torch.allclose(model.predict(users, seqs, cand), full.gather(1, cand), atol=1e-5)
+    _close(model.predict(users, seqs, cand), full.gather(1, cand))
 
 
 def test_score_formula_by_hand() -> None:
@@ -99,7 +200,10 @@ def test_score_formula_by_hand() -> None:
     item = model.item_emb.weight[9]
     user = model.user_emb.weight[2] * 2.0  # sqrt(4)
     expected = h @ torch.cat([item, user])
-    assert model.predict(users, seqs, torch.tensor([[9]]))[0, 0] == pytest.approx(expected.item(), abs=1e-5)
+    # The dot product's own terms set the scale of its rounding.
+    scale = float((h * torch.cat([item, user])).detach().abs().sum())
+    got = model.predict(users, seqs, torch.tensor([[9]]))[0, 0]
+    assert got.item() == pytest.approx(expected.item(), rel=REL, abs=REL * scale)
 
 
 def test_padding_row_is_zero() -> None:
@@ -110,7 +214,8 @@ def test_padding_row_is_zero() -> None:
     ("kw", "needle"),
     [({"maxlen": 0}, "maxlen must be at least 1"), ({"item_dim": 0}, "item_dim must be at least 1"),
      ({"user_dim": -1}, "user_dim must be 0"), ({"num_heads": 5}, "must divide the width"),
-     ({"dropout": 1.0}, "dropout must be in")],
+     ({"dropout": 1.0}, "dropout must be in"), ({"attn_dropout": 1.0}, "attn_dropout must be in"),
+     ({"ffn_dropout": -0.1}, "ffn_dropout must be in"), ({"block": "sandwich"}, "block must be one of")],
 )
 def test_bad_config(kw: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
@@ -185,5 +290,5 @@ def test_dropout_rate_scale_and_eval_identity() -> None:
     x = torch.ones(200, 500)
     y = layer(x)
     assert (y == 0).float().mean().item() == pytest.approx(0.2, abs=0.005)
-    assert torch.allclose(y[y > 0], torch.full_like(y[y > 0], 65536 / (65536 - 13107)))
+    _close(y[y > 0], torch.full_like(y[y > 0], 65536 / (65536 - 13107)))
     assert torch.equal(layer.eval()(x), x)

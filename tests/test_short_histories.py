@@ -1,0 +1,89 @@
+"""The short-history study: proxies, settings, results file, and exact resume with the new dropouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import data
+from helpers.errors import ConfigError
+from helpers.model import SSEPTConfig
+from helpers.short_histories import VARIANTS, append_row, keep_last, markdown, study_configs, summary_table
+from helpers.train import TrainConfig, fit
+
+
+def _tiny() -> data.SequenceData:
+    """Four users with 1, 3, 5 and 8 items over 9 items."""
+    lengths = [1, 3, 5, 8]
+    users = np.repeat(np.arange(1, 5), lengths)
+    items = np.concatenate([np.arange(1, n + 1) for n in lengths])
+    return data.pairs_to_sequences(users, items, "tiny")
+
+
+def test_keep_last_keeps_each_users_latest_items() -> None:
+    full = _tiny()
+    short = keep_last(full, 4, "tiny-last4")
+    assert short.name == "tiny-last4" and (short.n_users, short.n_items) == (full.n_users, full.n_items)
+    assert short.lengths[1:5].tolist() == [1, 3, 4, 4]
+    for user in range(1, 5):
+        assert short.user_items(user).tolist() == full.user_items(user)[-4:].tolist()
+
+
+def test_study_settings_are_the_papers_and_name_every_variant_setting() -> None:
+    model, train = study_configs("ml-1m-last15", "reference", 10, 20, seed=1, epochs=7, eval_every=3)
+    assert (model.maxlen, model.dropout, model.item_dim, model.user_dim) == (50, 0.5, 50, 0)
+    assert (model.num_blocks, model.num_heads) == (2, 1)
+    assert (model.block, model.attn_dropout, model.ffn_dropout) == ("post-norm", 0.5, 0.5)
+    assert (train.loss, train.p_user, train.p_item, train.lr, train.batch_size) == ("bce", 0.0, 0.0, 1e-3, 128)
+    assert (train.seed, train.epochs, train.eval_every) == (1, 7, 3)
+    original, _ = study_configs("ml-1m", "original", 10, 20, seed=0, epochs=1, eval_every=1)
+    assert (original.maxlen, original.dropout) == (200, 0.2)
+    assert (original.block, original.attn_dropout, original.ffn_dropout) == ("sasrec", 0.0, 0.0)
+    assert set(VARIANTS) == {"original", "attn-dropout", "ffn-dropout", "post-norm", "pre-norm", "reference"}
+    with pytest.raises(ConfigError, match="unknown variant"):
+        study_configs("ml-100k", "nope", 10, 20, seed=0, epochs=1, eval_every=1)
+
+
+def _row(variant: str, seed: int, ndcg: float) -> dict:
+    return {"dataset": "d", "variant": variant, "seed": seed, "train.epochs": 5, "best_epoch": 3 + seed,
+            "valid_ndcg@10": ndcg, "test_ndcg@10": ndcg, "test_hr@10": 2 * ndcg, "train_seconds": 10.0}
+
+
+def test_results_rows_replace_reruns_and_average_over_seeds(tmp_path: Path) -> None:
+    csv = tmp_path / "r.csv"
+    append_row(csv, _row("original", 0, 0.1))
+    append_row(csv, _row("original", 0, 0.2))  # a rerun replaces its row
+    append_row(csv, _row("original", 1, 0.4))
+    frame = append_row(csv, _row("reference", 0, 0.5))
+    assert len(frame) == 3 and len(pd.read_csv(csv)) == 3
+    table = summary_table(frame)
+    assert table["variant"].tolist() == ["original", "reference"]  # in the order of VARIANTS
+    first = table.iloc[0]
+    assert first["test_ndcg@10"] == pytest.approx(0.3) and first["seeds"] == 2 and first["best_epochs"] == "3/4"
+    assert "| d | 5 | original | 2 | 0.3000 |" in markdown(table)
+
+
+@pytest.mark.parametrize("variant", ["reference"])
+def test_resumed_run_with_the_new_dropouts_is_identical(ml1m_slice: data.SequenceData, tmp_path: Path,
+                                                        variant: str) -> None:
+    """Stopping after epoch 2 and resuming gives exactly the uninterrupted 3-epoch run (CPU)."""
+    split = data.leave_one_out(ml1m_slice)
+    model_cfg = SSEPTConfig(n_users=ml1m_slice.n_users, n_items=ml1m_slice.n_items, item_dim=16, user_dim=0,
+                            maxlen=20, num_heads=1, dropout=0.5, attn_dropout=0.5, ffn_dropout=0.5,
+                            block="post-norm")
+
+    def train(epochs: int, out: Path):
+        config = TrainConfig(epochs=epochs, eval_every=3, batch_size=64, p_user=0.0, p_item=0.0, seed=3)
+        return fit(split, model_cfg, config, out, resume=True, device="cpu", progress=False, log=lambda _: None)
+
+    whole = train(3, tmp_path / "whole")
+    train(2, tmp_path / "cut")
+    resumed = train(3, tmp_path / "cut")
+    assert resumed.history["loss"].tolist() == whole.history["loss"].tolist()
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert resumed.best == whole.best
