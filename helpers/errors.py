@@ -15,3 +15,7 @@ class ConfigError(SSEPTError, ValueError):
 
 class CheckpointError(SSEPTError):
     """A checkpoint is missing, unreadable, unsafe or does not fit the model."""
+
+
+class NonFiniteError(SSEPTError):
+    """A model produced NaN or infinite numbers (scores or loss): the run has diverged."""

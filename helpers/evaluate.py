@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.data import Split, item_popularity, leave_one_out, load
-from helpers.errors import CheckpointError, ConfigError
+from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.metrics import full_ranks, sampled_ranks, summarize
 from helpers.sampler import HistoryIndex, gather_windows, sample_negatives
 from helpers.utils import get_device, run_cli
@@ -98,7 +98,18 @@ class Evaluator:
 
     @torch.no_grad()
     def ranks(self, model: Scorer, device: torch.device | str | None = None, progress: bool = False) -> np.ndarray:
-        """Rank of the held-out item for each user in `self.users` (that order)."""
+        """Rank of the held-out item for each user in `self.users` (that order).
+
+        Raises `NonFiniteError`, naming the split and protocol, if any score is NaN (a
+        diverged model), instead of turning it into a rank.
+        """
+        try:
+            return self._ranks(model, device, progress)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"evaluation on the {self.which} split ({self.protocol} protocol): {err}; "
+                                 "the model has diverged") from None
+
+    def _ranks(self, model: Scorer, device: torch.device | str | None, progress: bool) -> np.ndarray:
         if hasattr(model, "parameters"):
             device = device or next(model.parameters()).device
         device = torch.device(device or "cpu")
@@ -174,21 +185,6 @@ def input_windows(split: Split, users: np.ndarray, which: str, maxlen: int) -> n
     start = split.data.offsets[users]
     width = int(min(maxlen, max(hist_len.max(), 1)))
     return gather_windows(split.data.items, start, start + hist_len, width)
-
-
-@torch.no_grad()
-def recommend(model: Scorer, split: Split, user: int, k: int = 10, which: str = "test",
-              exclude_history: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item ids and scores for one user from the input of `which`, seen items removed by default."""
-    device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
-    users = np.array([user])
-    seqs = input_windows(split, users, which, model.maxlen)
-    scores = model.predict(torch.from_numpy(users).to(device), torch.from_numpy(seqs).to(device), None)[0].cpu()
-    if exclude_history:
-        hist = split.data.user_items(user)[: split.history_len(which)[user]]
-        scores[torch.from_numpy(hist)] = float("-inf")
-    top = torch.topk(scores, k)
-    return top.indices.numpy(), top.values.numpy()
 
 
 def check_fits(model: Scorer, split: Split) -> None:

@@ -1,7 +1,8 @@
 """Ranking metrics from ranks, where a rank is the number of competitors scored >= the target.
 
 Ties count against the model: a constant scorer ranks every target last and gets
-HR@k = 0, whatever the order of the candidates.
+HR@k = 0, whatever the order of the candidates. NaN scores are an error, never a rank:
+`NaN >= x` is False, so without the check a diverged model would rank every target first.
 """
 
 from __future__ import annotations
@@ -9,16 +10,39 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from helpers.errors import NonFiniteError
+
 
 def sampled_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Ranks for (B, 1 + N) scores whose column 0 is the held-out item."""
+    """Ranks for (B, 1 + N) scores whose column 0 is the held-out item; every score must be finite."""
+    if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
+        raise NonFiniteError(f"{bad} of {scores.numel()} sampled scores are NaN or infinite")
     return (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
 
 
 def full_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Ranks of `targets` (B,) among all columns of `scores` (B, n_items + 1), itself excluded."""
+    """Ranks of `targets` (B,) among all columns of `scores` (B, n_items + 1), itself excluded.
+
+    Excluded items may be -inf (padding, removed history); NaN anywhere, +inf, or a
+    target that is not finite is an error.
+    """
     target_scores = scores.gather(1, targets[:, None])
+    if torch.isnan(scores).any() or torch.isposinf(scores).any() or not torch.isfinite(target_scores).all():
+        bad = int((torch.isnan(scores) | torch.isposinf(scores)).sum())
+        raise NonFiniteError(f"{bad} of {scores.numel()} scores are NaN or +inf, or a held-out item's score "
+                             "is not finite")
     return (scores >= target_scores).sum(dim=1) - 1
+
+
+def near_tie_tolerance(n_users: int, flips: int = 3) -> float:
+    """Largest change of NDCG@10 or HR@10 when `flips` users' ranks move by one place.
+
+    Other CPU kernels reorder float sums; a near-tie between the held-out item and a
+    competitor may then flip. One flip moves HR@10 by 1 / n_users and NDCG@10 by at most
+    (1 - 1 / log2(3)) / n_users < 1 / n_users. A broken loader moves them by far more.
+    """
+    return flips / n_users
 
 
 def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float]:

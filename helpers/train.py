@@ -1,15 +1,17 @@
 """Training: `fit(...)` and `python -m helpers.train`.
 
-- Adam (betas 0.9, 0.98), BCE with one negative per position, full softmax CE, or their sum.
-- The training step never waits for the device (no data-dependent shapes, the loss is
-  summed on the device and read once per epoch), so `compile` (torch.compile, optionally
-  with CUDA graphs) can capture it whole on a GPU.
+- Adam (betas 0.9, 0.98) on one of the losses in `helpers.losses`.
+- The training step never waits for the device (the loss is summed on the device and
+  read once per epoch), so `compile` (torch.compile, optionally with CUDA graphs) can
+  capture it whole on a GPU.
 - Validation every `eval_every` epochs; the best epoch by validation NDCG@10 is kept
-  (`best.pt`) and its test metrics are the ones reported.
-- Checkpoints every `checkpoint_every` epochs and at each improvement. Each write is
-  atomic, and the previous good checkpoint is kept, so a run killed at any moment
-  resumes (`resume=True`) to exactly the weights and metrics of an uninterrupted run
-  on the CPU.
+  (`best.pt`) and its test metrics are the ones reported. With `patience` > 0 the run
+  stops once that many evaluations in a row have not improved (`epochs` is then a cap).
+- A NaN or infinite loss or score stops the run with `NonFiniteError`; the last good
+  checkpoint is left as it was.
+- Checkpoints every `checkpoint_every` epochs and at each improvement, in a run folder
+  (`helpers.runs`): a run killed at any moment resumes (`resume=True`) to exactly the
+  weights and metrics of an uninterrupted run on the CPU.
 - `init_from=CKPT` copies the encoder (blocks, position embeddings, final layer norm)
   and, when the dataset is the same, the user and item tables too.
 """
@@ -17,37 +19,31 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from helpers.data import Split, leave_one_out, load
-from helpers.errors import CheckpointError, ConfigError
+from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
+from helpers.data import Split, leave_one_out, load, sha256_of
+from helpers.errors import ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator
+from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
 from helpers.model import SSEPT, SSEPTConfig, load_model_state
-from helpers.sampler import Batch, TrainSampler, prefetch
-from helpers.utils import atomic_write, device_description, get_device, run_cli, seed_everything
+from helpers.runs import RunFolder
+from helpers.sampler import TrainSampler, prefetch
+from helpers.utils import device_description, get_device, run_cli, seed_everything
 
-LOSSES = ("bce", "ce", "bce+ce")
-#: torch.compile modes for the training step ("off": eager).
-COMPILE_MODES = ("off", "default", "reduce-overhead")
-RUN_FILE = "run.json"
-#: Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("train.epochs",)
-#: Values that runs recorded before a setting existed were trained with.
-LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off"}
+#: The validation metric that picks the best epoch and drives early stopping.
+SELECTION_METRIC = "valid_ndcg@10"
 
 
 @dataclass
@@ -67,6 +63,7 @@ class TrainConfig:
     bucket: int = 0  # >0: sort runs of bucket*batch_size users by length: faster, but see README (Speed)
     chunks: int = 0  # compute each batch as up to N pieces of similar length (same gradient); 0: auto
     eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
+    patience: int = 0  # >0: stop after this many evaluations without improvement (epochs is then a cap)
     eval_protocol: str = "sampled"  # protocol that picks the best epoch
     eval_seed: int = 0  # seed of the evaluation negatives
     eval_negatives: int = 100  # negatives per user in the sampled protocol
@@ -88,6 +85,7 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}"),
             (self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}"),
+            (self.patience >= 0, f"patience must be >= 0 (0: train every epoch), got {self.patience}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
             (0.0 < self.train_fraction <= 1.0, f"train_fraction must be in (0, 1], got {self.train_fraction}"),
             (self.encoder_lr_scale >= 0, f"encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}"),
@@ -108,91 +106,18 @@ class FitResult:
     best: dict[str, Any]
     out_dir: Path | None
     device: str
+    stop_reason: str = "epochs"  # "epochs" (all run, no patience), "patience", or "cap" (patience never ran out)
 
 
 # --------------------------------------------------------------------------- pieces
 
-
-LossFn = Callable[..., torch.Tensor]
-
-
-def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None,
-             kind: str, dense: bool) -> torch.Tensor:
-    """BCE (positive vs one negative), softmax CE, or both added ("bce+ce"), summed over the
-    real positions (`pos > 0`).
-
-    Padded positions are masked out by arithmetic rather than dropped, so nothing depends
-    on how many positions are real. With `dense`, CE scores every position too (ignoring
-    padded targets); otherwise only the real rows are gathered first, which saves the
-    padded share of the (positions x items) product but waits for the count (on a GPU).
-    """
-    parts = kind.split("+")
-    hidden = model(users, seq)
-    real = pos > 0
-    total = torch.zeros((), device=hidden.device)
-    if "bce" in parts:
-        pos_logit = model.score_items(hidden, users, pos).float()
-        neg_logit = model.score_items(hidden, users, neg).float()
-        total = total + ((F.softplus(-pos_logit) + F.softplus(neg_logit)) * real).sum()
-    if "ce" in parts:
-        if dense:
-            logits = model.score_all(hidden, users).float()
-            total = total + F.cross_entropy(logits.flatten(0, 1), pos.flatten(), ignore_index=0, reduction="sum")
-        else:
-            rows = real.nonzero(as_tuple=True)[0]
-            logits = model.score_all(hidden[real], users[rows]).float()
-            total = total + F.cross_entropy(logits, pos[real], reduction="sum")
-    return total
-
-
-@functools.cache
-def make_loss_fn(mode: str) -> LossFn:
-    """`loss_sum` for "off", else its torch.compile'd version in that mode (one per mode and process).
-
-    Compiling costs tens of seconds in the first steps (and again for each new batch shape
-    until shapes are treated as dynamic); it pays off when launches, not arithmetic, bound
-    the step, as on a GPU (README, Speed).
-    """
-    if mode == "off":
-        return loss_sum
-    return torch.compile(loss_sum, mode=mode)
-
-
-def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A batch array on `device`. On CUDA it goes through pinned memory: a copy from ordinary
-    (pageable) memory would first wait for all the GPU work queued before it."""
-    tensor = torch.from_numpy(array)
-    if device.type == "cuda":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
-
-
-def compute_loss(
-    model: SSEPT, batch: Batch, device: torch.device, config: TrainConfig,
-    positions: int | None = None, penalty: bool = True, loss_fn: LossFn = loss_sum,
-) -> torch.Tensor:
-    """The batch's loss (`loss_sum`, or a compiled `loss_fn`) divided by `positions`.
-
-    `positions` defaults to the batch's own count of real positions (a mean). A piece of a
-    split batch passes the whole batch's count, so the pieces' losses add up to the whole
-    batch's mean; `penalty` adds the L2 term (once per batch). CE is dense off the CPU and
-    when compiled (no data-dependent shapes), gathered on the eager CPU path.
-    """
-    denom = float(positions if positions is not None else max(batch.n_positions, 1))
-    users, seq, pos = (to_device(a, device) for a in (batch.users, batch.seq, batch.pos))
-    neg = to_device(batch.neg, device) if "bce" in config.loss.split("+") else None
-    dense = device.type != "cpu" or loss_fn is not loss_sum
-    loss = loss_fn(model, users, seq, pos, neg, config.loss, dense) / denom
-    if penalty and config.l2_emb > 0:
-        l2 = model.item_emb.weight.pow(2).sum()
-        if model.user_emb is not None:
-            l2 = l2 + model.user_emb.weight.pow(2).sum()
-        loss = loss + config.l2_emb * l2
-    return loss
+#: Pieces per batch when `chunks` is 0 (auto), by device type (docs/speed.md).
+AUTO_CHUNKS = {"cpu": 4}
+AUTO_CHUNKS_ELSEWHERE = 1
 
 
 def pieces_per_batch(config: TrainConfig, device: torch.device) -> int:
-    """`config.chunks`, or for 0 (auto) the faster choice measured on each device (README, Speed).
+    """`config.chunks`, or for 0 (auto) the faster choice measured on each device (docs/speed.md).
 
     On a CPU the work grows with the padded cells, so 4 pieces of similar length win (20.6 s
     against 32.9 s per SSE-PT epoch on 2 cores); on a GPU each piece is launch-bound, so
@@ -200,7 +125,7 @@ def pieces_per_batch(config: TrainConfig, device: torch.device) -> int:
     """
     if config.chunks:
         return config.chunks
-    return 4 if device.type == "cpu" else 1
+    return AUTO_CHUNKS.get(device.type, AUTO_CHUNKS_ELSEWHERE)
 
 
 def train_epoch(
@@ -268,102 +193,126 @@ def make_optimizer(model: SSEPT, config: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
 
 
+#: Stream id of the generator that picks a training fraction's users (apart from the sampler's).
+FRACTION_STREAM = 7
+
+
 def training_users(split: Split, fraction: float, seed: int) -> np.ndarray | None:
     """A nested random subset of the training users (None means all of them)."""
     if fraction >= 1.0:
         return None
     users = np.flatnonzero(split.train_len >= 2)
-    order = np.random.default_rng([seed, 7]).permutation(users)
+    order = np.random.default_rng([seed, FRACTION_STREAM]).permutation(users)
     return np.sort(order[: max(1, math.ceil(fraction * users.size))])
 
 
-def _flatten(description: dict[str, Any]) -> dict[str, Any]:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}, for naming what differs between two runs."""
-    flat: dict[str, Any] = {}
-    for key, value in description.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
+def evaluations_since_best(history: list[dict[str, Any]], best: dict[str, Any]) -> int:
+    """How many evaluations came after the best one (what patience counts)."""
+    if not best:
+        return 0
+    return sum(1 for row in history if row["epoch"] > best["epoch"] and SELECTION_METRIC in row
+               and not pd.isna(row[SELECTION_METRIC]))
 
 
-class RunFolder:
-    """The files of one run: run.json, last.pt (+ prev.pt), best.pt, history.csv."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.run, self.last, self.prev, self.best = (self.path / n for n in (RUN_FILE, "last.pt", "prev.pt", "best.pt"))
-        self.fresh = self.path / "last.pt.new"
-        self.history = self.path / "history.csv"
-
-    def exists(self) -> bool:
-        """Does the folder already hold a run."""
-        return self.run.exists() or self.last.exists() or self.fresh.exists()
-
-    def stored(self) -> dict[str, Any]:
-        """The settings in run.json, flattened ("train.lr": ...), with settings added later
-        given the values older runs used; empty if there is no run.json."""
-        if not self.run.exists():
-            return {}
-        return LEGACY_SETTINGS | _flatten(json.loads(self.run.read_text()))
-
-    def prepare(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
-        """Refuse to mix runs: a different run needs `overwrite`; the same one needs `resume`."""
-        if self.exists() and not overwrite:
-            stored = self.stored()
-            current = _flatten(description)
-            differs = sorted(
-                f"{k} {stored.get(k)!r} -> {current.get(k)!r}" for k in set(stored) | set(current)
-                if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k)
-            )
-            if differs:
-                raise ConfigError(
-                    f"{self.path} already holds a different run (differs in: {', '.join(differs)}); "
-                    "choose another folder, or pass overwrite (--overwrite) to replace it"
-                )
-            if not resume:
-                raise ConfigError(
-                    f"{self.path} already holds this run; pass resume (--resume) to continue it "
-                    "or overwrite (--overwrite) to start over"
-                )
-        if overwrite:
-            for p in (self.last, self.prev, self.fresh, self.best, self.history):
-                p.unlink(missing_ok=True)
-        text = json.dumps(description, indent=2, sort_keys=True)
-        atomic_write(self.run, lambda f: f.write(text.encode()))
-
-    def save_last(self, payload: dict[str, Any]) -> None:
-        """Write last.pt, keeping the one before as prev.pt; safe against a kill at any point."""
-        save_checkpoint(self.fresh, payload)
-        if self.last.exists():
-            self.last.replace(self.prev)
-        self.fresh.replace(self.last)
-
-    def load_latest(self, log: Callable[[str], None]) -> dict[str, Any] | None:
-        """The newest readable checkpoint; an unreadable one is reported and skipped."""
-        found = []
-        for path in (self.last, self.fresh, self.prev):
-            if not path.exists():
-                continue
-            try:
-                found.append(read_checkpoint(path))
-            except CheckpointError as err:
-                log(f"warning: {err}; falling back to the previous good checkpoint")
-        return max(found, key=lambda c: c["epoch"]) if found else None
+# --------------------------------------------------------------------------- fit
 
 
-def _eval_row(evaluators: dict[str, Evaluator], model: SSEPT, device: torch.device) -> dict[str, float]:
+@dataclass
+class _State:
+    """What changes while `fit` runs (and what a checkpoint restores)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    epoch: int = 0
+
+
+def _description(split: Split, model_config: SSEPTConfig, config: TrainConfig,
+                 init_from: str | Path | None) -> dict[str, Any]:
+    """Every setting that shapes the run, as stored in run.json (the pretrained file by content hash too)."""
+    return {"model": asdict(model_config), "train": asdict(config), "dataset": split.data.name,
+            "init_from": str(init_from) if init_from else None,
+            "init_from_sha256": sha256_of(Path(init_from)) if init_from else None}
+
+
+def _build(split: Split, model_config: SSEPTConfig, config: TrainConfig, init_from: str | Path | None,
+           dev: torch.device) -> tuple[SSEPT, torch.optim.Adam, TrainSampler, np.random.Generator]:
+    """The seeded model (with a transferred encoder if asked), its optimiser and the sampler."""
+    data = split.data
+    if (model_config.n_users, model_config.n_items) != (data.n_users, data.n_items):
+        raise ConfigError(
+            f"model config is for {model_config.n_users} users and {model_config.n_items} items, "
+            f"dataset {data.name!r} has {data.n_users} and {data.n_items}"
+        )
+    rng = seed_everything(config.seed)
+    model = SSEPT(model_config)
+    model.seed_dropout(config.seed)
+    if init_from is not None:
+        ckpt = read_checkpoint(init_from)
+        transfer_encoder(model, ckpt, str(init_from), ckpt.get("data", {}).get("name") == data.name)
+    model.to(dev)
+    sampler = TrainSampler(split, config.batch_size, model_config.maxlen, rng, config.p_user, config.p_item,
+                           config.p_sub, training_users(split, config.train_fraction, config.seed), config.bucket)
+    return model, make_optimizer(model, config), sampler, rng
+
+
+def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+             log: Callable[[str], None]) -> _State:
+    """The state of the folder's newest readable checkpoint (a fresh state if there is none)."""
+    latest = folder.load_latest(log)
+    if latest is None:
+        log(f"no checkpoint in {folder.path} yet: starting from epoch 0")
+        return _State()
+    load_model_state(model, latest["model"], str(folder.last))
+    optimizer.load_state_dict(latest["optimizer"])
+    restore_rng_state(rng, model.dropout_rng, latest["rng"])
+    log(f"resuming {folder.path} from epoch {latest['epoch']}")
+    return _State(list(latest["history"]), dict(latest["best"]), folder.load_best_state(), int(latest["epoch"]))
+
+
+def _payload(model: SSEPT, config: TrainConfig, split: Split, state: _State,
+             optimizer: torch.optim.Optimizer | None, rng: np.random.Generator | None) -> dict[str, Any]:
+    """A checkpoint of the current weights; with `optimizer` and `rng`, a resumable one."""
+    data = split.data
+    return {
+        "config": asdict(model.config), "train": asdict(config),
+        "data": {"name": data.name, "n_users": data.n_users, "n_items": data.n_items},
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": state.epoch, "history": state.history, "best": state.best,
+        "rng": rng_state(rng, model.dropout_rng) if rng is not None else None,
+    }
+
+
+def _evaluate(evaluators: dict[str, Evaluator], model: SSEPT, device: torch.device, epoch: int,
+              folder: RunFolder | None) -> dict[str, float]:
+    """Validation and test metrics, prefixed; a diverged model stops the run, naming the epoch."""
     row: dict[str, float] = {}
     t0 = time.perf_counter()
-    for which, ev in evaluators.items():
-        metrics = ev(model, device)
-        row.update({f"{which}_{k}": v for k, v in metrics.items() if k not in ("users", "skipped_users")})
+    try:
+        for which, ev in evaluators.items():
+            metrics = ev(model, device)
+            row.update({f"{which}_{k}": v for k, v in metrics.items() if k not in ("users", "skipped_users")})
+    except NonFiniteError as err:
+        raise NonFiniteError(f"epoch {epoch}: {err}; {_kept(folder)}") from None
     row["eval_seconds"] = time.perf_counter() - t0
     return row
 
 
-# --------------------------------------------------------------------------- fit
+def _kept(folder: RunFolder | None) -> str:
+    if folder is None:
+        return "nothing was saved (no run folder); try a lower learning rate"
+    return (f"the last good checkpoints in {folder.path} (last.pt, best.pt) are kept as they were; "
+            "try a lower learning rate")
+
+
+def _stop_reason(config: TrainConfig, state: _State) -> str | None:
+    """Why training is over after `state.epoch`, or None to go on."""
+    if config.patience and evaluations_since_best(state.history, state.best) >= config.patience:
+        return "patience"
+    if state.epoch >= config.epochs:
+        return "cap" if config.patience else "epochs"
+    return None
 
 
 def fit(
@@ -379,95 +328,52 @@ def fit(
     log: Callable[[str], None] = tqdm.write,
 ) -> FitResult:
     """Train a model on `split`; return the best model by validation NDCG@10 and its history."""
-    data = split.data
-    if (model_config.n_users, model_config.n_items) != (data.n_users, data.n_items):
-        raise ConfigError(
-            f"model config is for {model_config.n_users} users and {model_config.n_items} items, "
-            f"dataset {data.name!r} has {data.n_users} and {data.n_items}"
-        )
     dev = get_device(device) if not isinstance(device, torch.device) else device
-    rng = seed_everything(config.seed)
-    model = SSEPT(model_config)
-    model.seed_dropout(config.seed)
-    if init_from is not None:
-        ckpt = read_checkpoint(init_from)
-        same = ckpt.get("data", {}).get("name") == data.name
-        transfer_encoder(model, ckpt, str(init_from), same)
-    model.to(dev)
-    optimizer = make_optimizer(model, config)
-    sampler = TrainSampler(split, config.batch_size, model_config.maxlen, rng, config.p_user, config.p_item,
-                           config.p_sub, training_users(split, config.train_fraction, config.seed), config.bucket)
+    model, optimizer, sampler, rng = _build(split, model_config, config, init_from, dev)
     evaluators = {w: Evaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives)
                   for w in ("valid", "test")}
-    description = {"model": asdict(model_config), "train": asdict(config), "dataset": data.name,
-                   "init_from": str(init_from) if init_from else None}
-
     folder = RunFolder(out_dir) if out_dir is not None else None
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    best_state: dict[str, torch.Tensor] | None = None
-    start_epoch = 0
+    state = _State()
     if folder is not None:
-        folder.prepare(description, resume, overwrite)
-        latest = folder.load_latest(log) if resume else None
-        if latest is not None:
-            load_model_state(model, latest["model"], str(folder.last))
-            optimizer.load_state_dict(latest["optimizer"])
-            restore_rng_state(rng, model.dropout_rng, latest["rng"])
-            history, best, start_epoch = list(latest["history"]), dict(latest["best"]), int(latest["epoch"])
-            if folder.best.exists():
-                best_state = read_checkpoint(folder.best)["model"]
-            log(f"resuming {folder.path} from epoch {start_epoch}")
-        elif resume:
-            log(f"no checkpoint in {folder.path} yet: starting from epoch 0")
+        folder.prepare(_description(split, model_config, config, init_from), resume, overwrite)
+        if resume:
+            state = _restore(folder, model, optimizer, rng, log)
 
-    def payload(epoch: int, with_state: bool) -> dict[str, Any]:
-        return {
-            "config": asdict(model_config), "train": asdict(config),
-            "data": {"name": data.name, "n_users": data.n_users, "n_items": data.n_items},
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict() if with_state else None,
-            "epoch": epoch, "history": history, "best": best,
-            "rng": rng_state(rng, model.dropout_rng) if with_state else None,
-        }
-
-    elapsed = history[-1]["elapsed"] if history else 0.0
-    epochs = tqdm(range(start_epoch + 1, config.epochs + 1), desc=f"train {data.name}", disable=not progress,
-                  initial=start_epoch, total=config.epochs)
-    for epoch in epochs:
+    elapsed = state.history[-1]["elapsed"] if state.history else 0.0
+    bar = tqdm(total=config.epochs, initial=state.epoch, desc=f"train {split.data.name}", disable=not progress)
+    while (reason := _stop_reason(config, state)) is None:
+        epoch = state.epoch + 1
         t0 = time.perf_counter()
         loss = train_epoch(model, sampler, optimizer, config, dev, progress, desc=f"epoch {epoch}")
+        if not math.isfinite(loss):
+            raise NonFiniteError(f"epoch {epoch}: the training loss is {loss}, the run has diverged; "
+                                 f"{_kept(folder)}")
         row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
         improved = False
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            row.update(_eval_row(evaluators, model, dev))
-            key = "valid_ndcg@10"
-            if not best or row[key] > best[key]:
+            row.update(_evaluate(evaluators, model, dev, epoch, folder))
+            if not state.best or row[SELECTION_METRIC] > state.best[SELECTION_METRIC]:
                 improved = True
-                best = {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))} | {"epoch": epoch}
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            epochs.set_postfix(loss=f"{row['loss']:.4f}", valid_ndcg=f"{row[key]:.4f}")
+                state.best = {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))} | {"epoch": epoch}
+                state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            bar.set_postfix(loss=f"{loss:.4f}", valid_ndcg=f"{row[SELECTION_METRIC]:.4f}")
         elapsed += time.perf_counter() - t0
         row["elapsed"] = elapsed
-        history.append(row)
+        state.history.append(row)
+        state.epoch = epoch
+        bar.update()
         if folder is not None:
             if improved:
-                save_checkpoint(folder.best, payload(epoch, with_state=False))
-            if improved or epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                save_checkpoint_history(folder, history)
-                folder.save_last(payload(epoch, with_state=True))
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
+                folder.save_best(_payload(model, config, split, state, None, None))
+            if improved or epoch % config.checkpoint_every == 0 or _stop_reason(config, state):
+                folder.save_history(state.history)
+                folder.save_last(_payload(model, config, split, state, optimizer, rng))
+    bar.close()
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     model.eval()
-    frame = pd.DataFrame(history)
-    return FitResult(model, frame, best, folder.path if folder else None, device_description(dev))
-
-
-def save_checkpoint_history(folder: RunFolder, history: list[dict[str, Any]]) -> None:
-    """history.csv beside the checkpoints (atomic)."""
-    text = pd.DataFrame(history).to_csv(index=False)
-    atomic_write(folder.history, lambda f: f.write(text.encode()))
+    return FitResult(model, pd.DataFrame(state.history), state.best, folder.path if folder else None,
+                     device_description(dev), reason)
 
 
 # --------------------------------------------------------------------------- command line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,23 +16,23 @@ import pytest
 import torch
 
 from helpers import data
+from helpers import train as train_module
 from helpers.checkpoint import read_checkpoint
-from helpers.errors import CheckpointError, ConfigError
+from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator
+from helpers.losses import compute_loss, loss_sum, make_loss_fn
 from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
 from helpers.sampler import TrainSampler
 from helpers.train import (
     TrainConfig,
-    compute_loss,
     fit,
-    loss_sum,
-    make_loss_fn,
     make_optimizer,
     pieces_per_batch,
     train_epoch,
     transfer_encoder,
 )
 from helpers.train import main as train_main
+from tests.tolerance import assert_close_scaled
 
 
 def TC(**kw) -> TrainConfig:  # noqa: N802 (reads like the class it builds)
@@ -137,7 +138,7 @@ def test_chunks_give_the_whole_batch_gradient(ml1m_slice: data.SequenceData, los
     (whole, g_whole), (chunked, g_chunked) = results
     assert chunked == pytest.approx(whole, rel=1e-6)
     for k, g in g_whole.items():
-        torch.testing.assert_close(g_chunked[k], g, rtol=1e-4, atol=1e-7, msg=k)
+        assert_close_scaled(g_chunked[k], g, msg=k)
 
 
 def test_loss_sums_real_positions_by_hand() -> None:
@@ -180,14 +181,26 @@ def test_dense_ce_gives_the_gathered_gradient(ml1m_slice: data.SequenceData) -> 
         loss_sum(model, *args, None, "ce", dense).backward()
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for k, g in grads[0].items():
-        torch.testing.assert_close(grads[1][k], g, rtol=1e-4, atol=1e-6, msg=k)
+        assert_close_scaled(grads[1][k], g, msg=k)
 
 
+def _cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would use, if the machine has one."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler (none found)")
 def test_compiled_loss_trains_like_eager(tmp_path: Path) -> None:
     """`compile="default"`: one epoch gives the eager epoch's loss and scores (same dropout masks).
 
     Scores, not raw weights: the key bias gets a zero gradient up to rounding (softmax ignores
     a shift shared by all keys), and Adam turns that rounding noise into full-size steps.
+    Compiled kernels fuse and reorder float32 sums, and Adam amplifies the difference over
+    an epoch's steps, so the scores agree within 1e-3 of their largest magnitude (measured:
+    below 1e-5 of it on AMD EPYC and Intel Xeon); a wrong compiled loss misses by far more.
     """
     split = data.leave_one_out(data.load(_synthetic(tmp_path / "s.txt", users=40)))
     probe = next(TrainSampler(split, 40, 30, np.random.default_rng(1)).epoch())
@@ -202,8 +215,58 @@ def test_compiled_loss_trains_like_eager(tmp_path: Path) -> None:
         scores = model.eval().predict(torch.from_numpy(probe.users), torch.from_numpy(probe.seq), None)
         out.append((loss, scores[:, 1:]))
     assert make_loss_fn("default") is not loss_sum  # the compiled path really ran
-    assert out[1][0] == pytest.approx(out[0][0], rel=1e-5)
-    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-4, atol=1e-4)
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-4)
+    assert_close_scaled(out[1][1], out[0][1], rel=1e-3)
+
+
+def _poison_at(monkeypatch: pytest.MonkeyPatch, epoch: int, before_step: bool) -> None:
+    """From `epoch` on, fill the final layer norm with NaN: before the epoch's training (a NaN
+    loss) or after it (NaN scores in that epoch's evaluation)."""
+    real = train_module.train_epoch
+    seen = {"epochs": 0}
+
+    def poisoned(model, *args, **kwargs):
+        seen["epochs"] += 1
+        if seen["epochs"] >= epoch and before_step:
+            model.final_norm.weight.data.fill_(float("nan"))
+        loss = real(model, *args, **kwargs)
+        if seen["epochs"] >= epoch and not before_step:
+            model.final_norm.weight.data.fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(train_module, "train_epoch", poisoned)
+
+
+def test_nan_scores_stop_the_run_and_keep_the_good_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    out = tmp_path / "run"
+    _poison_at(monkeypatch, epoch=3, before_step=False)
+    with pytest.raises(NonFiniteError, match=r"epoch 3: evaluation on the valid split \(sampled protocol\)"):
+        fit(split, _config(split), TC(epochs=4, eval_every=1), out, progress=False)
+    best, last = read_checkpoint(out / "best.pt"), read_checkpoint(out / "last.pt")
+    assert best["epoch"] <= 2 and last["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in best["model"].values())
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    out = tmp_path / "run"
+    _poison_at(monkeypatch, epoch=2, before_step=True)
+    with pytest.raises(NonFiniteError, match=r"epoch 2: the training loss is nan.*last.pt, best.pt\) are kept"):
+        fit(split, _config(split), TC(epochs=3), out, progress=False)
+    assert read_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def test_patience_stops_after_evaluations_without_improvement(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt", users=48)))
+    result = fit(split, _config(split), TC(epochs=60, eval_every=1, patience=2, lr=0.05), progress=False)
+    hist = result.history
+    assert result.stop_reason == "patience"
+    assert len(hist) == result.best["epoch"] + 2  # exactly two evaluations after the best one
+    assert (hist["valid_ndcg@10"].iloc[-2:] <= result.best["valid_ndcg@10"]).all()
+    capped = fit(split, _config(split), TC(epochs=2, eval_every=1, patience=5), progress=False)
+    assert capped.stop_reason == "cap" and len(capped.history) == 2
 
 
 def test_cli_resume_keeps_the_stored_settings(tmp_path: Path) -> None:
