@@ -16,7 +16,8 @@ import torch
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.data import Split
-from helpers.evaluate import Scorer, recommend
+from helpers.evaluate import Scorer
+from helpers.recommend import recommend
 from helpers.utils import atomic_write, cpu_name, device_description
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def history_and_recommendations(
     target = int(split.targets("test")[user])
     last = pd.DataFrame({"item": hist[-k:], "title": [titles.get(int(i), "?") for i in hist[-k:]]},
                         index=pd.RangeIndex(len(hist) - min(k, len(hist)) + 1, len(hist) + 1, name="position"))
-    items, scores = recommend(model, split, user, k)
+    items, scores = recommend(model, hist, user=user, k=k)
     recs = pd.DataFrame({"item": items, "title": [titles.get(int(i), "?") for i in items],
                          "score": np.round(scores, 3), "held-out test item": items == target},
                         index=pd.RangeIndex(1, len(items) + 1, name="rank"))

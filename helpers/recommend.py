@@ -1,0 +1,355 @@
+"""Recommendations from a trained model for any history: `recommend(...)` and its command line.
+
+`recommend(model, history, user=None, k=10)` scores every item after `history` (oldest
+first; only the last `maxlen` items enter the model) in evaluation mode and returns
+the k best, never padding and never an item of the history unless `allow_repeats`.
+Ties are broken by the smaller item id, so the answer is the same every time.
+
+A history without a known user: SSE-PT needs a user vector, and `UnknownUser` supplies
+one (`UNKNOWN_USER_MODES`):
+- `mean`: the mean of the trained user table;
+- `random`: scores averaged over `RANDOM_DRAWS` uniformly random other users, which is
+  how user SSE fed most training sequences (with probability `p_user` = 0.92 a
+  sequence carried a random user's id), so the model has learnt to work under it;
+- `zero`: a zero user vector (the user part then adds nothing).
+`artifacts/unknown_user.json` measures each on ML-1M (`docs/own_data.md`): `mean` and
+`random` score within 0.002 NDCG@10 of the users' own ids, `zero` loses up to 0.02, and
+the default is `mean` (`DEFAULT_UNKNOWN_USER`). SASRec has no user part: every mode is the same.
+
+Command line:
+`python -m helpers.recommend --checkpoint PATH --dataset NAME (--user ID | --items ID [ID ...])
+[--k 10] [--titles] [--json] [--allow-repeats] [--unknown-user MODE]`; with a converted
+dataset (id maps beside it, see `helpers.convert`) ids are the original ones.
+`python -m helpers.recommend measure-unknown-user --out FILE` writes the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers.convert import IdMaps, read_id_maps
+from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, Split, leave_one_out, load, movie_titles
+from helpers.errors import CheckpointError, ConfigError, DataError
+from helpers.evaluate import PROTOCOLS, Evaluator, Scorer
+from helpers.model import SSEPT, load_checkpoint
+from helpers.utils import atomic_write, cpu_name, get_device, run_cli
+
+UNKNOWN_USER_MODES = ("mean", "random", "zero")
+#: Chosen from `artifacts/unknown_user.json` (docs/own_data.md): on ML-1M, `mean` and `random`
+#: are both within 0.002 of the users' own ids in NDCG@10 and HR@10 (both protocols, both
+#: SSE-PT checkpoints), and `mean` costs one forward pass instead of `RANDOM_DRAWS`.
+DEFAULT_UNKNOWN_USER = "mean"
+#: Users whose scores `random` averages.
+RANDOM_DRAWS = 8
+#: Row 0 of the user table is never trained (user ids start at 1, and user SSE draws
+#: from 1..n_users), so it can carry a supplied vector while a batch is scored.
+UNKNOWN_USER_ID = 0
+
+
+class Recommendations(NamedTuple):
+    """The k best items, best first, and their scores."""
+
+    items: np.ndarray  # int64 (k,): item ids of the model's dataset
+    scores: np.ndarray  # float32 (k,)
+
+
+# --------------------------------------------------------------------------- unknown users
+
+
+@contextmanager
+def _user_row(model: SSEPT, vector: torch.Tensor) -> Iterator[None]:
+    """Put `vector` into the unused row `UNKNOWN_USER_ID` of the user table; restore it afterwards."""
+    weight = model.user_emb.weight
+    saved = weight[UNKNOWN_USER_ID].detach().clone()
+    with torch.no_grad():
+        weight[UNKNOWN_USER_ID] = vector.to(weight.device, weight.dtype)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight[UNKNOWN_USER_ID] = saved
+
+
+class UnknownUser(nn.Module):
+    """A model that scores every sequence as an unknown user's: the user ids it is given are ignored.
+
+    Wraps an `SSEPT` (or a SASRec, for which nothing changes) and has the `predict`
+    interface of the evaluation code, so `Evaluator` can measure it.
+    """
+
+    def __init__(self, model: SSEPT, mode: str = DEFAULT_UNKNOWN_USER, draws: int = RANDOM_DRAWS,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if mode not in UNKNOWN_USER_MODES:
+            raise ConfigError(f"unknown-user mode must be one of {UNKNOWN_USER_MODES}, got {mode!r}")
+        if draws < 1:
+            raise ConfigError(f"draws must be at least 1, got {draws}")
+        self.model, self.mode = model, mode
+        self.config = model.config
+        n_users = model.config.n_users
+        # Fixed draws: every call averages over the same users, so answers repeat exactly.
+        self.draw_ids = torch.from_numpy(np.random.default_rng([seed, 16]).integers(1, n_users + 1, size=draws))
+
+    @property
+    def maxlen(self) -> int:
+        """Longest input window (the model's)."""
+        return self.model.maxlen
+
+    def user_vector(self) -> torch.Tensor | None:
+        """The user-table vector that `mean` and `zero` use (None for `random` and for SASRec)."""
+        table = self.model.user_emb
+        if table is None or self.mode == "random":
+            return None
+        if self.mode == "mean":
+            return table.weight[1:].detach().mean(0)
+        return torch.zeros_like(table.weight[0])
+
+    @torch.no_grad()
+    def predict(self, users: torch.Tensor, seqs: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        """Scores as the wrapped model's `predict`, with the unknown-user vector for every row."""
+        anon = torch.full_like(users, UNKNOWN_USER_ID)
+        if self.model.user_emb is None:
+            return self.model.predict(anon, seqs, candidates)
+        if self.mode != "random":
+            with _user_row(self.model, self.user_vector()):
+                return self.model.predict(anon, seqs, candidates)
+        n_users = self.model.config.n_users
+        total = None
+        for other in self.draw_ids.to(users.device):
+            fed = torch.full_like(users, int(other))
+            fed = torch.where(fed == users, fed % n_users + 1, fed)  # never the row's own id
+            scores = self.model.predict(fed, seqs, candidates).float()
+            total = scores if total is None else total + scores
+        return total / len(self.draw_ids)
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def _catalogue(model: Scorer) -> tuple[int, int | None]:
+    """Largest item id, and largest user id when the model has a user part (else None)."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        return config.n_items, (config.n_users if config.user_dim else None)
+    return int(model.n_items), None
+
+
+def check_history(history: Sequence[int] | np.ndarray, n_items: int) -> np.ndarray:
+    """The history as int64 ids, refusing an empty one or an id outside 1..n_items."""
+    items = np.asarray(history)
+    if items.ndim != 1 or items.size == 0:
+        raise ConfigError("the history must be a non-empty list of item ids, oldest first")
+    if not np.issubdtype(items.dtype, np.integer):
+        raise ConfigError(f"item ids must be integers, got {items.dtype} values")
+    bad = items[(items < 1) | (items > n_items)]
+    if bad.size:
+        raise DataError(f"item {int(bad[0])} is not in the model's catalogue (ids 1..{n_items})")
+    return items.astype(np.int64)
+
+
+@contextmanager
+def eval_mode(model: Scorer) -> Iterator[None]:
+    """Evaluation mode (no dropout) for the duration, then the mode the model had."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _device(model: Scorer) -> torch.device:
+    params = getattr(model, "parameters", None)
+    return next(params()).device if params is not None else torch.device("cpu")
+
+
+def recommend(
+    model: Scorer,
+    history: Sequence[int] | np.ndarray,
+    user: int | None = None,
+    k: int = 10,
+    allow_repeats: bool = False,
+    unknown_user: str = DEFAULT_UNKNOWN_USER,
+) -> Recommendations:
+    """The `k` best items after `history` (item ids, oldest first) for `user`, best first.
+
+    `user=None` is an unknown user, scored as `UnknownUser(model, unknown_user)`. Items of
+    the history are left out unless `allow_repeats`; fewer than `k` come back when fewer
+    remain. Runs in evaluation mode (the model's mode is restored) and is deterministic.
+    """
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    n_items, n_users = _catalogue(model)
+    items = check_history(history, n_items)
+    if user is not None and n_users is not None and not 1 <= user <= n_users:
+        raise DataError(f"user {user} is not one of the model's users (ids 1..{n_users})")
+    scorer: Scorer = model
+    if user is None and isinstance(model, SSEPT):
+        scorer = UnknownUser(model, unknown_user)
+    device = _device(model)
+    window = torch.from_numpy(items[-model.maxlen:][None, :]).to(device)
+    users = torch.tensor([user or UNKNOWN_USER_ID], device=device)
+    with eval_mode(model), torch.no_grad():
+        scores = scorer.predict(users, window, None)[0].float().cpu().numpy()
+    allowed = np.ones(n_items + 1, dtype=bool)
+    allowed[0] = False  # padding
+    if not allow_repeats:
+        allowed[items] = False
+    candidates = np.flatnonzero(allowed)
+    if np.isnan(scores[candidates]).any():
+        raise CheckpointError("the model gave NaN scores; its weights are broken")
+    # Stable sort of the negated scores: equal scores keep id order, the same on every call.
+    best = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
+    return Recommendations(best, scores[best].astype(np.float32))
+
+
+# --------------------------------------------------------------------------- measuring the unknown-user choice
+
+
+def measure_unknown_user(
+    models: dict[str, SSEPT], split: Split, which: str = "test", seed: int = 0, draws: int = RANDOM_DRAWS,
+    protocols: Sequence[str] = PROTOCOLS,
+) -> list[dict[str, Any]]:
+    """NDCG@10, HR@10 and MRR of each model with its users' own ids and with each unknown-user mode.
+
+    A SASRec model (no user part) gets one row per protocol: its user ids are never used.
+    """
+    evaluators = {p: Evaluator(split, which, p, seed) for p in protocols}
+    rows = []
+    for name, model in models.items():
+        variants: dict[str, Scorer] = {"own id": model}
+        if model.user_emb is not None:
+            variants |= {f"unknown: {m}": UnknownUser(model, m, draws) for m in UNKNOWN_USER_MODES}
+        else:
+            variants = {"none (no user part)": model}
+        for label, scorer in variants.items():
+            for protocol, evaluator in evaluators.items():
+                t0 = time.perf_counter()
+                metrics = evaluator(scorer)
+                rows.append({"model": name, "user vector": label, "protocol": protocol,
+                             **{key: metrics[key] for key in ("ndcg@10", "hr@10", "mrr", "users")},
+                             "seconds": round(time.perf_counter() - t0, 2)})
+    return rows
+
+
+def measure_main(argv: list[str]) -> int:
+    """`measure-unknown-user`: write the unknown-user table of ML-1M checkpoints as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.recommend measure-unknown-user",
+                                     description=measure_unknown_user.__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", default=["artifacts/ml1m_ssept.pt",
+                        "artifacts/ml1m_ssept_faithful.pt", "artifacts/ml1m_sasrec.pt"])
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--draws", type=int, default=RANDOM_DRAWS, help="users averaged by the 'random' mode")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    split = leave_one_out(load(args.dataset))
+    models = {path: load_checkpoint(path, "cpu")[0] for path in args.checkpoints}
+    t0 = time.time()
+    rows = measure_unknown_user(models, split, "test", args.seed, args.draws)
+    record = {
+        "command": "python -m helpers.recommend measure-unknown-user " + " ".join(argv),
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used",
+        "note": "seconds: wall time of each row on a CPU shared with other jobs, so they vary between runs",
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "dataset": args.dataset, "split": "test", "seed": args.seed, "random_draws": args.draws,
+        "wall_seconds": round(time.time() - t0, 1), "rows": rows,
+    }
+    text = json.dumps(record, indent=2)
+    atomic_write(args.out, lambda f: f.write(text.encode()))
+    print(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _dataset_maps(dataset: str) -> IdMaps | None:
+    """Id maps beside a converted dataset file, if it is one."""
+    if dataset in SEQUENCE_DATASETS or dataset in RAW_DATASETS:
+        return None
+    return read_id_maps(dataset)
+
+
+def _to_id(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DataError(f"{what} {text!r} is not an integer id (this dataset has no id maps beside it)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the top k items for a known user or for any history."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["measure-unknown-user"]:
+        return measure_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m helpers.recommend", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (.pt)")
+    parser.add_argument("--dataset", required=True,
+                        help="the dataset the checkpoint was trained on: ml-1m, wiki1000, ml-100k or a file")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user of the dataset: their whole history is the input")
+    who.add_argument("--items", nargs="+", help="any history of item ids, oldest first (an unknown user)")
+    parser.add_argument("--k", type=int, default=10, help="how many items (default 10)")
+    parser.add_argument("--titles", action="store_true", help="ML-1M: show movie titles")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--allow-repeats", action="store_true", help="allow items of the history (e.g. Wiki1000)")
+    parser.add_argument("--unknown-user", choices=UNKNOWN_USER_MODES, default=DEFAULT_UNKNOWN_USER,
+                        help=f"user vector for --items (default {DEFAULT_UNKNOWN_USER}; docs/own_data.md)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    args = parser.parse_args(argv)
+    if args.titles and args.dataset != "ml-1m":
+        raise ConfigError("--titles needs --dataset ml-1m (titles are known for ML-1M only)")
+
+    model, _ = load_checkpoint(args.checkpoint, get_device(args.device))
+    data = load(args.dataset)
+    config = model.config
+    if (config.n_users, config.n_items) != (data.n_users, data.n_items):
+        raise CheckpointError(f"{args.checkpoint} was trained for {config.n_users} users and {config.n_items} "
+                              f"items, but {args.dataset!r} has {data.n_users} and {data.n_items}")
+    maps = _dataset_maps(args.dataset)
+    if args.user is not None:
+        user = maps.user_id(args.user) if maps else _to_id(args.user, "user")
+        if not 1 <= user <= data.n_users or data.lengths[user] == 0:
+            raise DataError(f"user {args.user} has no rows in {args.dataset!r}")
+        history = data.user_items(user)
+    else:
+        user = None
+        history = np.array([maps.item_id(i) if maps else _to_id(i, "item") for i in args.items], dtype=np.int64)
+    recs = recommend(model, history, user, args.k, args.allow_repeats, args.unknown_user)
+
+    titles = movie_titles() if args.titles else {}
+    rows = [{"rank": r + 1, "item": str(maps.items[i]) if maps else int(i), "score": round(float(s), 4),
+             **({"title": titles.get(int(i), "?")} if args.titles else {})}
+            for r, (i, s) in enumerate(zip(recs.items, recs.scores))]
+    unknown = args.unknown_user if user is None and config.user_dim else None
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, "user": args.user,
+                          "history_length": int(history.size), "unknown_user": unknown,
+                          "recommendations": rows}))
+        return 0
+    who_text = f"user {args.user}" if user is not None else f"an unknown user ({unknown or 'no user part'})"
+    print(f"top {len(rows)} for {who_text} after {history.size} items (the last {min(history.size, model.maxlen)}"
+          f" used), {Path(args.checkpoint).name}:")
+    for row in rows:
+        print(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['item']}" + (f"  {row['title']}" if args.titles else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
