@@ -290,3 +290,37 @@ def test_command_line_refuses_another_datasets_checkpoint(converted_run: tuple[P
     _, ckpt = converted_run
     with pytest.raises(CheckpointError, match="was trained for 8 users and 7 items"):
         recommend.main(["--checkpoint", str(ckpt), "--dataset", str(tiny_file), "--items", "1"])
+
+
+# --------------------------------------------------------------------------- the committed ML-1M checkpoints
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.mark.parametrize("name", ["ml1m_ssept.pt", "ml1m_sasrec.pt"])
+def test_committed_checkpoints_known_and_unknown_user(name: str, ml1m: data.SequenceData) -> None:
+    """User 42 of ML-1M, known and as an unknown history: ten new movies, each answer repeatable."""
+    from helpers.model import load_checkpoint
+
+    path = ARTIFACTS / name
+    if not path.exists():
+        pytest.skip(f"{path.name} is not in artifacts/")
+    model, _ = load_checkpoint(path)
+    history = ml1m.user_items(42)
+    for user in (42, None):
+        recs = recommend.recommend(model, history, user=user)
+        assert len(recs.items) == 10 and not set(recs.items.tolist()) & set(history.tolist())
+        assert np.isfinite(recs.scores).all()
+        assert np.array_equal(recs.items, recommend.recommend(model, history, user=user).items)
+
+
+def test_command_line_titles_for_user_42(ml1m: data.SequenceData, capsys: pytest.CaptureFixture) -> None:
+    """The issue's finish line: ten titles for user 42 of ML-1M."""
+    path = ARTIFACTS / "ml1m_ssept.pt"
+    if not path.exists():
+        pytest.skip("ml1m_ssept.pt is not in artifacts/")
+    assert recommend.main(["--checkpoint", str(path), "--dataset", "ml-1m", "--user", "42", "--titles"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    titles = data.movie_titles()
+    assert lines[0].startswith("top 10 for user 42") and len(lines) == 11
+    assert all(line.split(maxsplit=3)[3] in titles.values() for line in lines[1:])
