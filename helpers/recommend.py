@@ -40,7 +40,7 @@ from torch import nn
 
 from helpers.convert import IdMaps, read_id_maps
 from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, Split, leave_one_out, load, movie_titles
-from helpers.errors import CheckpointError, ConfigError, DataError
+from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from helpers.evaluate import PROTOCOLS, Evaluator, Scorer
 from helpers.model import SSEPT, load_checkpoint
 from helpers.utils import atomic_write, cpu_name, get_device, run_cli
@@ -209,8 +209,9 @@ def recommend(
     if not allow_repeats:
         allowed[items] = False
     candidates = np.flatnonzero(allowed)
-    if np.isnan(scores[candidates]).any():
-        raise CheckpointError("the model gave NaN scores; its weights are broken")
+    bad = int((~np.isfinite(scores[candidates])).sum())
+    if bad:  # a NaN would otherwise sort as if it were a score
+        raise NonFiniteError(f"{bad} of {candidates.size} item scores are NaN or infinite: the model has diverged")
     # Stable sort of the negated scores: equal scores keep id order, the same on every call.
     best = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
     return Recommendations(best, scores[best].astype(np.float32))

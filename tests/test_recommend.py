@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import baselines, convert, data, recommend
-from helpers.errors import CheckpointError, ConfigError, DataError
+from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from helpers.evaluate import Evaluator
 from helpers.model import SSEPT, SSEPTConfig
 from helpers.notebook import history_and_recommendations
@@ -134,6 +134,14 @@ def test_bad_input(history: list, user: int, k: int, error: type, needle: str) -
     with pytest.raises(error) as info:
         recommend.recommend(tiny_model(), history, user=user, k=k)
     assert needle in str(info.value)
+
+
+def test_nan_scores_are_refused() -> None:
+    model = tiny_model()
+    with torch.no_grad():
+        model.item_emb.weight[4] = float("nan")
+    with pytest.raises(NonFiniteError, match="NaN or infinite"):
+        recommend.recommend(model, [1, 2], user=1)
 
 
 def test_notebook_table_uses_recommend(small_split_file: Path) -> None:
