@@ -7,6 +7,7 @@ so they hold with any CPU kernel (MKL's AVX2/AVX-512, ATen's vector width) and t
 from __future__ import annotations
 
 import pickle
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_new_dropouts_drop_in_training_only(which: str) -> None:
 
 
 def test_attention_dropout_is_dropout_of_the_weights() -> None:
-    """The fused two-copies trick gives exactly (mask * P / (1 - p)) @ v, and its gradients."""
+    """Training output is (mask * P / (1 - p)) @ v with the generator's masks; padded keys stay hidden."""
     torch.manual_seed(0)
     b, h, length, d = 3, 2, 7, 4
     q, k, v = (torch.randn(b, h, length, d, requires_grad=True) for _ in range(3))
@@ -138,6 +139,14 @@ def test_old_config_loads_as_the_original_form(tmp_path: Path) -> None:
     assert loaded.config == config
     users, seqs = torch.tensor([1, 6]), torch.tensor([[0, 2, 3], [7, 8, 9]])
     assert torch.equal(loaded.predict(users, seqs, None), model.predict(users, seqs, None))
+
+
+def test_attention_dropout_defaults_to_the_dropout_rate() -> None:
+    """The default (chosen in docs/short_histories.md) follows `dropout`, and is stored resolved."""
+    assert _model(dropout=0.5).config.attn_dropout == 0.5
+    assert _model(dropout=0.5, attn_dropout=0.0).config.attn_dropout == 0.0
+    assert asdict(_model(dropout=0.3).config)["attn_dropout"] == 0.3
+    assert (SSEPTConfig.block, SSEPTConfig.ffn_dropout) == ("sasrec", 0.0)
 
 
 def test_new_settings_roundtrip_through_checkpoint(tmp_path: Path) -> None:
@@ -215,6 +224,7 @@ def test_padding_row_is_zero() -> None:
     [({"maxlen": 0}, "maxlen must be at least 1"), ({"item_dim": 0}, "item_dim must be at least 1"),
      ({"user_dim": -1}, "user_dim must be 0"), ({"num_heads": 5}, "must divide the width"),
      ({"dropout": 1.0}, "dropout must be in"), ({"attn_dropout": 1.0}, "attn_dropout must be in"),
+     ({"attn_dropout": -0.5}, "attn_dropout must be in"),
      ({"ffn_dropout": -0.1}, "ffn_dropout must be in"), ({"block": "sandwich"}, "block must be one of")],
 )
 def test_bad_config(kw: dict, needle: str) -> None:
