@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
-from helpers.model import SSEPT, AttentionDropout, SSEPTConfig
+from helpers.model import SSEPT, AttentionDropout, SSEPTConfig, keep_mask
 from helpers.sampler import TrainSampler
 from helpers.train import TrainConfig, compute_loss, fit, make_optimizer, pieces_per_batch
 from helpers.utils import atomic_write, cpu_name, run_cli
@@ -151,11 +151,16 @@ def append_row(csv: str | Path, row: dict[str, Any]) -> pd.DataFrame:
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per dataset, epoch budget and variant (with the seeds' best epochs)."""
+    """Mean over seeds per dataset, epoch budget and variant (with the seeds' best epochs).
+
+    `final_valid_ndcg@10` (validation at the last epoch) beside the best shows how flat the
+    curve is at the end of the budget.
+    """
     keys = ["dataset", "train.epochs", "variant"]
     order = {v: i for i, v in enumerate(VARIANTS)}
     grouped = frame.groupby(keys, sort=False)
-    out = grouped[["valid_ndcg@10", "test_ndcg@10", "test_hr@10", "train_seconds"]].mean()
+    metrics = ["valid_ndcg@10", "final_valid_ndcg@10", "test_ndcg@10", "test_hr@10", "train_seconds"]
+    out = grouped[[m for m in metrics if m in frame]].mean()
     out["seeds"] = grouped["seed"].count()
     out["best_epochs"] = grouped["best_epoch"].apply(lambda s: "/".join(str(int(e)) for e in s))
     out = out.reset_index()
@@ -165,8 +170,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(frame: pd.DataFrame) -> str:
     """The summary as a Markdown table (4 decimals; seconds rounded)."""
-    cols = ["dataset", "train.epochs", "variant", "seeds", "valid_ndcg@10", "test_ndcg@10", "test_hr@10",
-            "best_epochs", "train_seconds"]
+    cols = ["dataset", "train.epochs", "variant", "seeds", "valid_ndcg@10", "final_valid_ndcg@10", "test_ndcg@10",
+            "test_hr@10", "best_epochs", "train_seconds"]
+    cols = [c for c in cols if c in frame]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in frame[cols].iterrows():
         cells = [f"{r[c]:.4f}" if isinstance(r[c], float) and c != "train_seconds" else str(r[c]) for c in cols]
@@ -193,17 +199,44 @@ def _train_steps(model: SSEPT, optimizer: torch.optim.Optimizer, batches: list[A
         optimizer.step()
 
 
-def time_attention_dropout(batches: int = 10, rounds: int = 3, dataset: str = "ml-1m") -> dict[str, Any]:
+def _fused_doubled_keys_attention_dropout(self: AttentionDropout, q: torch.Tensor, k: torch.Tensor,
+                                          v: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    """An exact attention dropout that stays in the fused CPU kernel: every key twice, a kept copy
+    (value scaled by 1 / (1 - p)) and a dropped copy (value zero), the mask opening one of the two;
+    the softmax denominator is the full one. Same NumPy masks as `AttentionDropout`."""
+    if not self.training or self.threshold == 0:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    b, h, n_q, _ = q.shape
+    keep = keep_mask((b, h, n_q, k.shape[2]), self.threshold, self.rng)
+    allowed = attn_mask.expand(b, h, n_q, k.shape[2])
+    mask = torch.cat([allowed & keep, allowed & ~keep], dim=-1)
+    scale = 65536 / (65536 - self.threshold)
+    return F.scaled_dot_product_attention(
+        q, torch.cat([k, k], dim=2), torch.cat([v * scale, torch.zeros_like(v)], dim=2), attn_mask=mask
+    )
+
+
+#: Timed modes: how attention (with dropout 0.2, except "none") is computed.
+TIMING_MODES = {
+    "none": None,  # no attention dropout: the fused kernel
+    "fused-doubled-keys": _fused_doubled_keys_attention_dropout,
+    "torch-dropout_p": _torch_attention_dropout,
+    "unfused-numpy-mask": None,  # AttentionDropout as the model computes it on the CPU
+}
+
+
+def time_attention_dropout(batches: int = 10, rounds: int = 5, dataset: str = "ml-1m") -> dict[str, Any]:
     """Seconds per training batch on ML-1M with and without attention dropout, in one process.
 
     Models: SASRec and SSE-PT at the ML-1M settings (maxlen 200, dropout 0.2; SSE-PT with
-    user SSE). Modes: no attention dropout; attention dropout 0.2 as `AttentionDropout`
-    computes it (fused kernel, doubled keys); the same through torch's `dropout_p`
-    (unfused on the CPU). Each round times the same `batches` batches in every mode, in
-    turn, so slow phases of a shared machine hit every mode alike; the median round counts.
+    user SSE). Modes: no attention dropout; attention dropout 0.2 kept in the fused kernel
+    with doubled keys; the same through torch's `dropout_p` (unfused on the CPU); the
+    unfused path with NumPy masks (what `AttentionDropout` does). Each round times the same
+    `batches` batches in every mode, in turn, so slow phases of a shared machine hit every
+    mode alike; the median round counts.
     """
     split = leave_one_out(load(dataset))
-    modes = ("none", "fused-doubled-keys", "torch-dropout_p")
+    modes = tuple(TIMING_MODES)
     models = {"sasrec": {"user_dim": 0}, "ssept": {}}
     results: dict[str, Any] = {"machine": machine(), "dataset": dataset, "batches": batches, "rounds": rounds}
     original = AttentionDropout.forward
@@ -219,7 +252,7 @@ def time_attention_dropout(batches: int = 10, rounds: int = 3, dataset: str = "m
                                   attn_dropout=0.0 if mode == "none" else 0.2, **model_kw)
                 model = SSEPT(cfg).train()
                 optimizer = make_optimizer(model, train)
-                AttentionDropout.forward = _torch_attention_dropout if mode == "torch-dropout_p" else original
+                AttentionDropout.forward = TIMING_MODES[mode] or original
                 try:
                     _train_steps(model, optimizer, fixed[:1], train)  # warm-up, untimed
                     t0 = time.perf_counter()

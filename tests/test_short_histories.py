@@ -87,3 +87,19 @@ def test_resumed_run_with_the_new_dropouts_is_identical(ml1m_slice: data.Sequenc
     for key, value in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
     assert resumed.best == whole.best
+
+
+def test_timed_fused_attention_dropout_is_the_models() -> None:
+    """The fused doubled-keys way that the timing compares computes what `AttentionDropout` does."""
+    from helpers.model import AttentionDropout
+    from helpers.short_histories import _fused_doubled_keys_attention_dropout
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 1, 6, 4) for _ in range(3))
+    idx = torch.arange(6)
+    allowed = (idx[None, :] <= idx[:, None]).expand(2, 1, 6, 6)
+    model_way = AttentionDropout(0.5, np.random.default_rng(1)).train()(q, k, v, allowed)
+    fused_way = _fused_doubled_keys_attention_dropout(AttentionDropout(0.5, np.random.default_rng(1)).train(),
+                                                      q, k, v, allowed)
+    scale = float(model_way.abs().max())
+    torch.testing.assert_close(fused_way, model_way, rtol=1e-5, atol=1e-5 * scale)
