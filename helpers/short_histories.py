@@ -37,9 +37,10 @@ import torch.nn.functional as F
 
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
+from helpers.losses import compute_loss
 from helpers.model import SSEPT, AttentionDropout, SSEPTConfig, keep_mask
 from helpers.sampler import TrainSampler
-from helpers.train import TrainConfig, compute_loss, fit, make_optimizer, pieces_per_batch
+from helpers.train import TrainConfig, fit, make_optimizer, pieces_per_batch
 from helpers.utils import atomic_write, cpu_name, run_cli
 
 #: Proxy name -> (source dataset, interactions kept per user (0: all), settings kind).
