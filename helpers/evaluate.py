@@ -29,6 +29,8 @@ from helpers.sampler import HistoryIndex, gather_windows, sample_negatives
 from helpers.utils import get_device, run_cli
 
 PROTOCOLS = ("sampled", "full")
+#: Protocols that may pick the best epoch: "full-keep" is full ranking with the history kept.
+SELECTION_PROTOCOLS = (*PROTOCOLS, "full-keep")
 SPLITS = ("valid", "test")
 
 
@@ -58,8 +60,10 @@ class Evaluator:
     ) -> None:
         if which not in SPLITS:
             raise ConfigError(f"split must be one of {SPLITS}, got {which!r}")
-        if protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if protocol not in SELECTION_PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {SELECTION_PROTOCOLS}, got {protocol!r}")
+        if protocol == "full-keep":  # full ranking with the history kept, as one protocol name
+            protocol, remove_history = "full", False
         self.split, self.which, self.protocol = split, which, protocol
         self.remove_history, self.batch_size, self.ks = remove_history, batch_size, ks
         eval_users = split.eval_users
@@ -72,10 +76,12 @@ class Evaluator:
         self.targets_all = split.targets(which)
         self.negatives: np.ndarray | None = None
         if protocol == "sampled":
+            # Drawn for every evaluable user, then selected: a subset of users is ranked
+            # against the same negatives as in the whole evaluation.
             rng = np.random.default_rng([seed, SPLITS.index(which)])
-            negs = sample_negatives(rng, HistoryIndex(split.data), eval_users, n_negatives, distinct=True)
+            negs = sample_negatives(rng, HistoryIndex(split.data), split.eval_users, n_negatives, distinct=True)
             self.negatives = np.zeros((split.data.n_users + 1, n_negatives), dtype=np.int64)
-            self.negatives[eval_users] = negs
+            self.negatives[split.eval_users] = negs
         # Shortest histories first, so each batch is trimmed to a similar width.
         self.users = eval_users[np.argsort(hist_len[eval_users], kind="stable")]
         self.hist_len = hist_len

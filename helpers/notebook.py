@@ -18,6 +18,7 @@ from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.data import Split
 from helpers.evaluate import Scorer
 from helpers.recommend import recommend
+from helpers.runs import RunFolder
 from helpers.utils import atomic_write, cpu_name, device_description
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,13 +66,14 @@ def export_run(
     (small enough to commit); the record gains the best epoch, its metrics, the settings,
     the wall time and whatever `record` holds (command, machine, ...).
     """
-    best = read_checkpoint(run / "best.pt")
-    settings = json.loads((run / "run.json").read_text())
-    history = pd.read_csv(run / "history.csv")
+    folder = RunFolder(run)
+    best = read_checkpoint(folder.best)
+    settings = json.loads(folder.run.read_text())
+    history = pd.read_csv(folder.history)
     dest.mkdir(parents=True, exist_ok=True)
     if weights_file:
         save_checkpoint(dest / weights_file, {k: v for k, v in best.items() if k != "format"})
-    shutil.copyfile(run / "history.csv", dest / f"ml1m_history_{name}.csv")
+    shutil.copyfile(folder.history, dest / f"ml1m_history_{name}.csv")
     entry = {**record, "epochs": int(history["epoch"].iloc[-1]), "seed": int(settings["train"]["seed"]),
              "train": settings["train"], "model": settings["model"], "best": best["best"],
              "weights": weights_file, "train_seconds": float(history["seconds"].sum()),
@@ -107,3 +109,27 @@ def history_and_recommendations(
                          "score": np.round(scores, 3), "held-out test item": items == target},
                         index=pd.RangeIndex(1, len(items) + 1, name="rank"))
     return last, recs
+
+
+def pretrained_encoders(committed: dict[str, Path], fresh: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    """Per family, the encoder notebook 02 just trained (`fresh`, its best.pt) when it exists, else the
+    committed one; and one line per family saying which was chosen, for the notebook's output."""
+    chosen, lines = {}, []
+    for family, path in committed.items():
+        new = fresh.get(family)
+        if new is not None and Path(new).exists():
+            chosen[family] = Path(new)
+            lines.append(f"{family}: the encoder notebook 02 trained in this environment ({relative(new)})")
+        else:
+            chosen[family] = Path(path)
+            lines.append(f"{family}: the committed encoder {relative(path)}")
+    return chosen, lines
+
+
+def relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it is inside it (no machine paths in outputs)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return path.name

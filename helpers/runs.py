@@ -23,13 +23,15 @@ import pandas as pd
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import CheckpointError, ConfigError
+from helpers.model import LEGACY_MODEL_SETTINGS
 from helpers.utils import atomic_write
 
 RUN_FILE = "run.json"
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("train.epochs",)
 #: Values that runs recorded before a setting existed were trained with.
-LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0}
+LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0,
+                   **{f"model.{k}": v for k, v in LEGACY_MODEL_SETTINGS.items()}}
 #: Recorded only since they existed; a run.json without them is not refused for it.
 CHECKED_WHEN_RECORDED = ("init_from_sha256",)
 

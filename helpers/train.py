@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
 from helpers.data import Split, leave_one_out, load, sha256_of
 from helpers.errors import ConfigError, NonFiniteError
-from helpers.evaluate import Evaluator
+from helpers.evaluate import SELECTION_PROTOCOLS, Evaluator
 from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
 from helpers.model import SSEPT, SSEPTConfig, load_model_state
 from helpers.runs import RunFolder
@@ -64,7 +64,7 @@ class TrainConfig:
     chunks: int = 0  # compute each batch as up to N pieces of similar length (same gradient); 0: auto
     eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
     patience: int = 0  # >0: stop after this many evaluations without improvement (epochs is then a cap)
-    eval_protocol: str = "sampled"  # protocol that picks the best epoch
+    eval_protocol: str = "sampled"  # protocol that picks the best epoch: "sampled", "full" or "full-keep"
     eval_seed: int = 0  # seed of the evaluation negatives
     eval_negatives: int = 100  # negatives per user in the sampled protocol
     checkpoint_every: int = 1  # write last.pt every N epochs (always on improvement and at the end)
@@ -85,6 +85,8 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}"),
             (self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}"),
+            (self.eval_protocol in SELECTION_PROTOCOLS,
+             f"eval_protocol must be one of {SELECTION_PROTOCOLS}, got {self.eval_protocol!r}"),
             (self.patience >= 0, f"patience must be >= 0 (0: train every epoch), got {self.patience}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
             (0.0 < self.train_fraction <= 1.0, f"train_fraction must be in (0, 1], got {self.train_fraction}"),
@@ -396,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description="Train SSE-PT or SASRec.")
     parser.add_argument("--dataset", required=True, help="ml-1m, wiki1000, ml-100k or a 'user item' file")
     parser.add_argument("--model", choices=("ssept", "sasrec"), default="ssept",
-                        help="sasrec = user_dim 0 and no user SSE")
+                        help="model family (helpers/presets.py); sasrec = user_dim 0 and no user SSE")
+    parser.add_argument("--recipe", choices=("defaults", "faithful", "best"), default="defaults",
+                        help="faithful: the paper's ML-1M settings, architecture pinned (helpers/presets.py); "
+                             "defaults: the model's current defaults")
     parser.add_argument("--out", default=None, help="run folder (default: runs/DATASET-MODEL-sSEED)")
     parser.add_argument("--init-from", default=None, help="checkpoint whose encoder starts the model")
     parser.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint")
@@ -410,9 +415,6 @@ def main(argv: list[str] | None = None) -> int:
     split = leave_one_out(load(args.dataset))
     model_kw = {f.name: getattr(args, f.name) for f in fields(SSEPTConfig) if getattr(args, f.name, None) is not None}
     train_kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    if args.model == "sasrec":
-        model_kw["user_dim"] = 0
-        train_kw.setdefault("p_user", 0.0)
     dataset_tag = Path(str(args.dataset)).stem
     out = args.out or f"runs/{dataset_tag}-{args.model}-s{train_kw.get('seed', TrainConfig.seed)}"
     if args.resume:  # settings not given again are the stored run's
@@ -421,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in stored.items():
                 if key.startswith(prefix) and key[len(prefix):] not in ("n_users", "n_items"):
                     kw.setdefault(key[len(prefix):], value)
-    model_config = SSEPTConfig(n_users=split.data.n_users, n_items=split.data.n_items, **model_kw)
-    config = TrainConfig(**train_kw)
+    from helpers import presets  # presets builds on this module
+
+    model_config = presets.model_config(args.model, split.data.n_users, split.data.n_items, args.recipe, **model_kw)
+    config = presets.train_config(args.model, args.recipe, **train_kw)
     result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
                  progress=not args.quiet)
     summary = {"out": str(result.out_dir), "device": result.device, "best": result.best,

@@ -1,25 +1,34 @@
-"""Transfer study: an encoder pretrained on ML-1M, reused on another dataset (Wiki1000).
+"""Transfer study: encoders pretrained on ML-1M, reused on another dataset (Wiki1000).
 
 What moves: the transformer blocks, the position embeddings and the final layer
 norm. The user and item tables are new (the ids share nothing); because scores are
 dot products with the item table, the output layer is new as well.
 
-Setups (same epoch budget, best epoch by validation NDCG@10):
-- `scratch`: random initialisation;
-- `fine-tune`: pretrained encoder, everything trained;
-- `frozen`: pretrained encoder frozen, only the tables trained;
-- `low-lr`: pretrained encoder trained with a 10x lower learning rate;
-- `sasrec-scratch`: SASRec (no user part) from scratch.
+Setups (each trained until its validation metric stops improving, `TrainConfig.patience`):
+- `scratch`, `fine-tune`, `frozen` (encoder frozen, tables trained), `low-lr` (encoder at
+  a 10x lower learning rate): SSE-PT, from random weights or from the SSE-PT encoder;
+- `sasrec-scratch`, `sasrec-fine-tune`: SASRec at its ML-1M width (50), from random
+  weights or from the SASRec encoder: what a generic sequence encoder transfers;
+- `*-ce`: the same with softmax cross-entropy over all items instead of BCE.
 
-Each is trained on nested fractions of the training users with several seeds; all
-are evaluated on the same users. `run_study` appends one CSV row per run and skips
-rows already there, so an interrupted study continues where it stopped. Every row
-names the pretrained checkpoint of its study (`pretrained`), and rows from another
-checkpoint are refused rather than mixed in.
+Every setup has the architecture of its family's pretrained checkpoint, so scratch and
+pretrained runs are the same model. Each is trained on nested fractions of the training
+users with several seeds and evaluated on the same users and negatives.
+
+`run_study` appends one CSV row per run. A row is reused only when every setting that
+shapes it matches (`settings_key`: setup, model and training config, the pretrained
+file's content hash, fraction, seed, evaluation); a row for the same run under other
+settings is refused, naming the difference, so changed settings never show old results.
+
+Command line: `python -m helpers.transfer --out DIR [--fractions ...] [--seeds ...]`.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,69 +36,118 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
+from helpers import presets
 from helpers.baselines import all_baselines
 from helpers.checkpoint import read_checkpoint
-from helpers.data import Split
+from helpers.data import Split, leave_one_out, load, sha256_of
 from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator, Scorer
 from helpers.model import SSEPTConfig
+from helpers.runs import differences, flatten
 from helpers.train import TrainConfig, fit
-from helpers.utils import atomic_write
+from helpers.utils import atomic_write, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class Setup:
-    """One way to start and train the model on the target data."""
+    """One way to start and train a model on the target data."""
 
     name: str
-    pretrained: bool  # start from the pretrained encoder
+    family: str = "ssept"  # "ssept" or "sasrec" (helpers.presets.FAMILIES)
+    pretrained: bool = False  # start from the family's pretrained encoder
     freeze_encoder: bool = False  # train only the user and item tables
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder
-    sasrec: bool = False  # no user part (user_dim = 0, no user SSE)
+    loss: str = "bce"  # "bce" or "ce" (softmax over all items)
 
 
 SETUPS = (
-    Setup("scratch", pretrained=False),
+    Setup("scratch"),
     Setup("fine-tune", pretrained=True),
     Setup("frozen", pretrained=True, freeze_encoder=True),
     Setup("low-lr", pretrained=True, encoder_lr_scale=0.1),
-    Setup("sasrec-scratch", pretrained=False, sasrec=True),
+    Setup("sasrec-scratch", family="sasrec"),
+    Setup("sasrec-fine-tune", family="sasrec", pretrained=True),
 )
+#: Cross-entropy versions of the strongest setups of the first edition (fine-tuned SSE-PT, SASRec).
+CE_SETUPS = (
+    Setup("fine-tune-ce", pretrained=True, loss="ce"),
+    Setup("sasrec-scratch-ce", family="sasrec", loss="ce"),
+    Setup("sasrec-fine-tune-ce", family="sasrec", pretrained=True, loss="ce"),
+)
+ALL_SETUPS = SETUPS + CE_SETUPS
+#: The committed ML-1M encoders, by family.
+ENCODERS = {"ssept": ROOT / "artifacts" / "ml1m_ssept_faithful.pt", "sasrec": ROOT / "artifacts" / "ml1m_sasrec.pt"}
+#: How the study trains: validated every 2 epochs on full ranking with the history kept, stopped
+#: after 5 evaluations without improvement; `epochs` is a cap that no run should reach.
+STUDY_TRAINING = {"epochs": 400, "eval_every": 2, "patience": 5, "eval_protocol": "full-keep",
+                  "checkpoint_every": 10, "bucket": 0, "chunks": 0}
 KEYS = ["setup", "fraction", "seed"]
+#: Test-case groups: every user; the held-out item is in the input history; it is not.
+SUBSETS = ("", "repeat_", "unseen_")
+VARIANTS = {"sampled": {"protocol": "sampled"}, "full": {"protocol": "full"}, "fullkeep": {"protocol": "full-keep"}}
 
 
-def new_item_users(split: Split, which: str = "test") -> np.ndarray:
-    """Evaluated users whose held-out item differs from the last item of their input."""
+def repeat_users(split: Split, which: str = "test") -> np.ndarray:
+    """Evaluated users whose held-out item occurs in their input history (a repeat)."""
     users = split.eval_users
-    last = split.data.items[split.data.offsets[users] + split.history_len(which)[users] - 1]
-    return users[split.targets(which)[users] != last]
+    data = split.data
+    hist_len = split.history_len(which)
+    target = split.targets(which)
+    rows = np.repeat(np.arange(users.size), hist_len[users])
+    first = np.repeat(data.offsets[users], hist_len[users])
+    within = np.arange(rows.size) - np.repeat(np.cumsum(hist_len[users]) - hist_len[users], hist_len[users])
+    hit = np.zeros(users.size, dtype=bool)
+    np.logical_or.at(hit, rows, data.items[first + within] == target[users][rows])
+    return users[hit]
 
 
 def evaluate_all(model: Scorer, split: Split, seed: int = 0, n_negatives: int = 100) -> dict[str, float]:
-    """Test metrics under every protocol, on all users and on the new-item users."""
-    new_users = new_item_users(split)
-    variants = {
-        "sampled": {"protocol": "sampled", "n_negatives": n_negatives},
-        "full": {"protocol": "full"},
-        "fullkeep": {"protocol": "full", "remove_history": False},
-    }
+    """Test metrics under every protocol, on all users, on repeats and on items the user never had.
+
+    The subsets share the whole evaluation's sampled negatives (`Evaluator` draws them for
+    every evaluable user), so a subset ranks the same users against the same items.
+    """
+    repeats = repeat_users(split)
+    groups = {"": None, "repeat_": repeats, "unseen_": np.setdiff1d(split.eval_users, repeats)}
     out: dict[str, float] = {}
-    for prefix, users in (("", None), ("new_", new_users)):
-        for name, kw in variants.items():
-            metrics = Evaluator(split, "test", seed=seed, users=users, **kw)(model)
+    for prefix, users in groups.items():
+        for name, kw in VARIANTS.items():
+            if users is not None and users.size == 0:
+                metrics = {k: float("nan") for k in ("ndcg@10", "hr@10", "mrr")}
+            else:
+                metrics = Evaluator(split, "test", seed=seed, n_negatives=n_negatives, users=users, **kw)(model)
             out.update({f"{prefix}{name}_{k}": metrics[k] for k in ("ndcg@10", "hr@10", "mrr")})
-    out["users"], out["new_item_users"] = int(split.eval_users.size), int(new_users.size)
+    out["users"], out["repeat_users"] = int(split.eval_users.size), int(repeats.size)
     return out
 
 
-def model_config_for(split: Split, setup: Setup, base: SSEPTConfig) -> SSEPTConfig:
-    """The base (pretrained) architecture with this dataset's tables; SASRec drops the user part."""
-    config = replace(base, n_users=split.data.n_users, n_items=split.data.n_items)
-    if setup.sasrec:
-        config = replace(config, item_dim=config.dim, user_dim=0)
-    return config
+def run_settings(split: Split, setup: Setup, base: SSEPTConfig, train: TrainConfig, fraction: float, seed: int,
+                 encoder: Path | None) -> tuple[SSEPTConfig, TrainConfig, dict[str, Any]]:
+    """The model and training config of one run, and every setting that shapes its row."""
+    model_config = presets.with_tables(base, split.data.n_users, split.data.n_items)
+    family_train = presets.FAMILIES[setup.family][1]
+    config = replace(train, seed=seed, train_fraction=fraction, freeze_encoder=setup.freeze_encoder,
+                     encoder_lr_scale=setup.encoder_lr_scale, loss=setup.loss, p_user=family_train["p_user"])
+    settings = {"setup": asdict(setup), "model": asdict(model_config), "train": asdict(config),
+                "dataset": {"name": split.data.name, "users": split.data.n_users, "rows": split.data.n_rows},
+                "pretrained": {"file": encoder.name, "sha256": sha256_of(encoder)} if encoder else None}
+    return model_config, config, settings
+
+
+def baseline_settings(split: Split, name: str, train: TrainConfig, maxlen: int) -> dict[str, Any]:
+    """Every setting that shapes a baseline's row."""
+    return {"baseline": name, "maxlen": maxlen, "eval": {"seed": train.eval_seed, "negatives": train.eval_negatives},
+            "dataset": {"name": split.data.name, "users": split.data.n_users, "rows": split.data.n_rows}}
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A short content hash of a settings dict."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _save(frame: pd.DataFrame, path: Path) -> None:
@@ -97,65 +155,110 @@ def _save(frame: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+class StudyTable:
+    """The study's CSV: rows keyed by (setup, fraction, seed), each with the settings that shaped it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.frame = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=[*KEYS, "settings_key", "settings"])
+
+    def lookup(self, setup: str, fraction: float, seed: int, settings: dict[str, Any]) -> bool:
+        """True if the row is recorded with these settings; refuse it under other settings."""
+        f = self.frame
+        same = f[(f["setup"] == setup) & (f["fraction"] == fraction) & (f["seed"] == seed)]
+        if same.empty:
+            return False
+        stored = json.loads(same["settings"].iloc[0])
+        if same["settings_key"].iloc[0] == settings_key(settings):
+            return True
+        diff = differences(flatten_all(stored), flatten_all(json.loads(json.dumps(settings, default=str))))
+        raise ConfigError(
+            f"{self.path} already holds {setup} at fraction {fraction}, seed {seed} under other settings "
+            f"({', '.join(diff[:6])}); write this study to another CSV, or delete that file to redo it"
+        )
+
+    def add(self, row: dict[str, Any], settings: dict[str, Any]) -> None:
+        """Append a row with its settings, and write the CSV (atomically)."""
+        row = {**row, "settings_key": settings_key(settings), "settings": json.dumps(settings, default=str)}
+        self.frame = pd.concat([self.frame, pd.DataFrame([row])], ignore_index=True)
+        _save(self.frame, self.path)
+
+
+def flatten_all(settings: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings flattened to dotted keys, to any depth."""
+    flat = flatten(settings)
+    while any(isinstance(v, dict) for v in flat.values()):
+        flat = flatten(flat)
+    return flat
+
+
+def _base_config(setup: Setup, encoders: dict[str, Path]) -> SSEPTConfig:
+    """The architecture of the family's pretrained checkpoint (so scratch is the same model)."""
+    if setup.family not in encoders:
+        raise ConfigError(f"setup {setup.name} needs a pretrained {setup.family} checkpoint; none was given")
+    return SSEPTConfig.from_dict(read_checkpoint(encoders[setup.family])["config"])
+
+
+def _jobs(setups: tuple[Setup, ...], fractions: tuple[float, ...], seeds: tuple[int, ...]) -> list[tuple]:
+    """Seed by seed, so that an interrupted study has complete seeds first."""
+    return [(s, f, seed) for seed in seeds for f in fractions for s in setups]
+
+
+def _train_row(split: Split, setup: Setup, fraction: float, seed: int, model_config: SSEPTConfig,
+               config: TrainConfig, encoder: Path | None, run_dir: Path, key: str) -> dict[str, Any]:
+    """Train one run (resuming its folder) and return its CSV row."""
+    t0 = time.perf_counter()
+    result = fit(split, model_config, config, run_dir / f"{setup.name}-f{fraction}-s{seed}-{key[:8]}",
+                 init_from=encoder, resume=True, progress=False, log=lambda _: None)
+    hist = result.history
+    return {
+        "setup": setup.name, "fraction": fraction, "seed": seed, "kind": "model", "family": setup.family,
+        "pretrained": encoder.name if encoder else "", "loss": setup.loss,
+        "epochs_run": int(hist["epoch"].iloc[-1]), "best_epoch": int(result.best["epoch"]),
+        "stop_reason": result.stop_reason, "epoch_cap": config.epochs, "patience": config.patience,
+        "selection": f"valid {config.eval_protocol} ndcg@10", "valid_ndcg@10": result.best["valid_ndcg@10"],
+        "train_seconds": float(hist["seconds"].sum()), "wall_seconds": time.perf_counter() - t0,
+        "device": result.device, **evaluate_all(result.model, split, config.eval_seed, config.eval_negatives),
+    }
+
+
 def run_study(
     split: Split,
-    pretrained: str | Path | None,
+    encoders: dict[str, Path],
     train: TrainConfig,
     out_csv: str | Path,
     run_dir: str | Path,
     setups: tuple[Setup, ...] = SETUPS,
     fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0),
     seeds: tuple[int, ...] = (0, 1, 2),
-    base: SSEPTConfig | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train every setup x fraction x seed (skipping rows already in `out_csv`) and return all rows.
+    """Train every setup x fraction x seed not yet recorded with the same settings; return all rows.
 
-    `base` is the architecture when there is no pretrained checkpoint; with one, its
-    stored config is used so that the encoder fits.
+    `encoders` maps a family ("ssept", "sasrec") to its pretrained checkpoint; every
+    setup of a family uses that checkpoint's architecture.
     """
-    out_csv, run_dir = Path(out_csv), Path(run_dir)
-    if pretrained is not None:
-        base = SSEPTConfig.from_dict(read_checkpoint(pretrained)["config"])
-    if base is None:
-        raise ValueError("give a pretrained checkpoint or a base config")
-    frame = pd.read_csv(out_csv) if out_csv.exists() else pd.DataFrame(columns=KEYS)
-    source = Path(pretrained).name if pretrained is not None else ""
-    recorded = set(frame["pretrained"].fillna("")) if "pretrained" in frame and len(frame) else {source}
-    if recorded != {source}:
-        raise ConfigError(
-            f"{out_csv} holds rows of a study from pretrained {sorted(recorded)}, not {source!r}; "
-            "move or delete that file to start this study"
-        )
-    done = {tuple(r) for r in frame[KEYS].itertuples(index=False)}
-
-    for b in all_baselines(split, base.maxlen):
+    table = StudyTable(Path(out_csv))
+    run_dir = Path(run_dir)
+    maxlen = max(_base_config(s, encoders).maxlen for s in setups)
+    for b in all_baselines(split, maxlen):
+        settings = baseline_settings(split, b.name, train, maxlen)
         for fraction in fractions:
-            if (b.name, fraction, 0) not in done:
-                row = {"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline", "pretrained": source,
-                       **evaluate_all(b, split, train.eval_seed, train.eval_negatives)}
-                frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
-    _save(frame, out_csv)
-
-    jobs = [(s, f, seed) for s in setups for f in fractions for seed in seeds
-            if (s.name, f, seed) not in done and not (s.pretrained and pretrained is None)]
-    for setup, fraction, seed in tqdm(jobs, desc="transfer study", disable=not progress):
-        config = replace(train, seed=seed, train_fraction=fraction, freeze_encoder=setup.freeze_encoder,
-                         encoder_lr_scale=setup.encoder_lr_scale, p_user=0.0 if setup.sasrec else train.p_user)
-        model_config = model_config_for(split, setup, base)
-        t0 = time.perf_counter()
-        result = fit(split, model_config, config, run_dir / f"{setup.name}-f{fraction}-s{seed}",
-                     init_from=pretrained if setup.pretrained else None, resume=True, progress=False)
-        row: dict[str, Any] = {
-            "setup": setup.name, "fraction": fraction, "seed": seed, "kind": "model", "pretrained": source,
-            "best_epoch": result.best["epoch"], "valid_ndcg@10": result.best["valid_ndcg@10"],
-            "train_seconds": float(result.history["seconds"].sum()), "wall_seconds": time.perf_counter() - t0,
-            "device": result.device, **{f"setting_{k}": v for k, v in asdict(setup).items() if k != "name"},
-            **evaluate_all(result.model, split, train.eval_seed, train.eval_negatives),
-        }
-        frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
-        _save(frame, out_csv)
-    return frame
+            if not table.lookup(b.name, fraction, 0, settings):
+                table.add({"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline",
+                           **evaluate_all(b, split, train.eval_seed, train.eval_negatives)}, settings)
+    todo = []
+    for setup, fraction, seed in _jobs(setups, fractions, seeds):
+        encoder = Path(encoders[setup.family]) if setup.pretrained else None
+        model_config, config, settings = run_settings(split, setup, _base_config(setup, encoders), train,
+                                                      fraction, seed, encoder)
+        if not table.lookup(setup.name, fraction, seed, settings):
+            todo.append((setup, fraction, seed, model_config, config, encoder, settings))
+    for setup, fraction, seed, model_config, config, encoder, settings in tqdm(
+            todo, desc="transfer study", disable=not progress):
+        key = settings_key(settings)
+        table.add(_train_row(split, setup, fraction, seed, model_config, config, encoder, run_dir, key), settings)
+    return table.frame
 
 
 def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = ("sampled_ndcg@10", "fullkeep_ndcg@10")) -> pd.DataFrame:
@@ -167,3 +270,68 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = ("sampled_ndcg@10"
     summary = summary.join(grouped.size().rename("runs")).reset_index()
     summary["setup"] = pd.Categorical(summary["setup"], order, ordered=True)
     return summary.sort_values(["setup", "fraction"]).reset_index(drop=True)
+
+
+def gain_over(summary: pd.DataFrame, metric: str, reference: str, setups: tuple[str, ...]) -> pd.DataFrame:
+    """Per fraction, each setup's mean `metric` minus `reference`'s (setups that are present)."""
+    pivot = summary.pivot(index="fraction", columns="setup", values=f"{metric}_mean")
+    return pd.DataFrame({s: pivot[s] - pivot[reference] for s in setups if s in pivot and reference in pivot})
+
+
+def best_trained_vs_baselines(frame: pd.DataFrame, metric: str = "fullkeep_ndcg@10") -> pd.DataFrame:
+    """Per fraction: the best trained setup (by mean over seeds) against the best baseline."""
+    summary = summarize(frame, (metric,))
+    kinds = frame.drop_duplicates("setup").set_index("setup")["kind"]
+    summary["kind"] = summary["setup"].astype(str).map(kinds)
+    rows = {}
+    for fraction, group in summary.groupby("fraction"):
+        model = group[group["kind"] == "model"].sort_values(f"{metric}_mean").iloc[-1]
+        base = group[group["kind"] == "baseline"].sort_values(f"{metric}_mean").iloc[-1]
+        rows[fraction] = {"best trained": str(model["setup"]), "trained mean": model[f"{metric}_mean"],
+                          "trained std": model[f"{metric}_std"], "best baseline": str(base["setup"]),
+                          "baseline": base[f"{metric}_mean"],
+                          "margin": model[f"{metric}_mean"] - base[f"{metric}_mean"]}
+    return pd.DataFrame(rows).T.rename_axis("fraction")
+
+
+def strict_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-safe dicts: NaN and infinities become null (strict JSON has no NaN)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, (float, np.floating)):
+            return float(value) if math.isfinite(value) else None
+        if isinstance(value, np.integer):
+            return int(value)
+        return value if isinstance(value, (int, str, bool)) or value is None else str(value)
+
+    return [{k: clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def write_summary(summary: pd.DataFrame, path: str | Path, **meta: Any) -> Path:
+    """The summary as strict JSON (no NaN), with `meta` (which CSV, which machine, ...)."""
+    text = json.dumps({**meta, "rows": strict_records(summary)}, indent=2, allow_nan=False)
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or continue) the Wiki1000 transfer study and write its CSV."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.transfer", description=main.__doc__)
+    parser.add_argument("--out", default="runs/wiki1000-transfer", help="folder of the CSV and the run folders")
+    parser.add_argument("--setups", nargs="+", default=[s.name for s in ALL_SETUPS],
+                        choices=[s.name for s in ALL_SETUPS])
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    by_name = {s.name: s for s in ALL_SETUPS}
+    out = Path(args.out)
+    frame = run_study(leave_one_out(load("wiki1000")), ENCODERS, TrainConfig(**STUDY_TRAINING),
+                      out / "wiki1000_transfer.csv", out / "runs", tuple(by_name[n] for n in args.setups),
+                      tuple(args.fractions), tuple(args.seeds))
+    print(f"{(frame['kind'] == 'model').sum()} trained rows in {out / 'wiki1000_transfer.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

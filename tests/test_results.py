@@ -52,3 +52,17 @@ def test_ablation_refuses_mixed_budgets_and_duplicates() -> None:
     twice = {**RESULTS, "both again": _record(50, 0.5, 0.2)}
     with pytest.raises(ValueError, match="matches several runs"):
         ablation_table(twice, "cuda (X)")
+
+
+def test_notebook_03_prefers_a_freshly_trained_encoder(tmp_path) -> None:
+    from helpers.notebook import ROOT, pretrained_encoders
+
+    art = ROOT / "artifacts"
+    committed = {"ssept": art / "ml1m_ssept_faithful.pt", "sasrec": art / "ml1m_sasrec.pt"}
+    fresh_file = tmp_path / "best.pt"
+    fresh_file.write_bytes(b"x")
+    chosen, lines = pretrained_encoders(committed, {"ssept": fresh_file, "sasrec": tmp_path / "missing.pt"})
+    assert chosen == {"ssept": fresh_file, "sasrec": committed["sasrec"]}
+    assert lines == ["ssept: the encoder notebook 02 trained in this environment (best.pt)",
+                     "sasrec: the committed encoder artifacts/ml1m_sasrec.pt"]
+    assert str(tmp_path) not in " ".join(lines)  # no path of this machine in a notebook's output

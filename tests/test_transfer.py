@@ -1,61 +1,115 @@
-"""The transfer study on a tiny slice: copied weights, frozen encoder, resumable rows."""
+"""The transfer study on a tiny slice: copied weights, frozen encoder, rows keyed by their settings."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from helpers import data
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import ConfigError
+from helpers.evaluate import Evaluator
 from helpers.model import SSEPTConfig, load_checkpoint
 from helpers.train import TrainConfig, fit
-from helpers.transfer import SETUPS, new_item_users, run_study, summarize
+from helpers.transfer import SETUPS, Setup, best_trained_vs_baselines, repeat_users, run_study, summarize, write_summary
 from tests.test_train import SMALL, _synthetic
 
 
-def test_new_item_users(tmp_path: Path) -> None:
+def test_repeat_users_by_hand(tmp_path: Path) -> None:
     path = tmp_path / "r.txt"
-    path.write_text("1 1\n1 2\n1 3\n1 3\n2 1\n2 2\n2 3\n2 4\n")  # user 1 repeats at test time
-    assert new_item_users(data.leave_one_out(data.read_pairs(path))).tolist() == [2]
+    # test targets: user 1 -> 3 (in its history 1,2,3), user 2 -> 4 (new), user 3 -> 1 (had it first)
+    path.write_text("1 1\n1 2\n1 3\n1 3\n2 1\n2 2\n2 3\n2 4\n3 1\n3 2\n3 3\n3 1\n")
+    assert repeat_users(data.leave_one_out(data.read_pairs(path))).tolist() == [1, 3]
 
 
-def test_study_on_tiny_data(tmp_path: Path) -> None:
+def test_subsets_are_ranked_against_the_same_negatives(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt", users=60)))
+    whole = Evaluator(split, "test", "sampled", n_negatives=10)
+    subset = split.eval_users[::3]
+    part = Evaluator(split, "test", "sampled", n_negatives=10, users=subset)
+    assert subset.size and np.array_equal(part.negatives[subset], whole.negatives[subset])
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> dict:
     src = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "a.txt", users=150, items=40)))
     dst = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "b.txt", users=90, items=45, seed=3)))
-    cfg = SSEPTConfig(src.data.n_users, src.data.n_items, **SMALL)
     tc = TrainConfig(epochs=2, batch_size=8, eval_every=1, eval_negatives=10)
-    fit(src, cfg, tc, tmp_path / "pre", progress=False)
-    pretrained = tmp_path / "pre" / "best.pt"
-    csv = tmp_path / "study.csv"
-    frame = run_study(dst, pretrained, tc, csv, tmp_path / "runs", setups=SETUPS, fractions=(0.5, 1.0),
-                      seeds=(0,), progress=False)
+    encoders = {}
+    for family, user_dim in (("ssept", SMALL["user_dim"]), ("sasrec", 0)):
+        cfg = SSEPTConfig(src.data.n_users, src.data.n_items, **{**SMALL, "user_dim": user_dim})
+        fit(src, cfg, tc, tmp_path / family, progress=False)
+        encoders[family] = tmp_path / family / "best.pt"
+    study_tc = replace(tc, epochs=30, patience=2, eval_protocol="full-keep")
+    return {"split": dst, "encoders": encoders, "train": study_tc, "csv": tmp_path / "study.csv",
+            "runs": tmp_path / "runs"}
+
+
+def test_study_on_tiny_data(study: dict) -> None:
+    args = (study["split"], study["encoders"], study["train"], study["csv"], study["runs"])
+    frame = run_study(*args, setups=SETUPS, fractions=(1.0,), seeds=(0,), progress=False)
     models = frame[frame["kind"] == "model"]
-    assert len(models) == len(SETUPS) * 2
-    assert set(frame["setup"]) >= {"popularity", "repeat-last", "most-frequent", "frozen", "scratch"}
-    for col in ("sampled_ndcg@10", "full_ndcg@10", "fullkeep_hr@10", "new_fullkeep_mrr"):
+    assert len(models) == len(SETUPS)
+    assert set(frame["setup"]) >= {"popularity", "repeat-last", "most-frequent", "frozen", "sasrec-fine-tune"}
+    assert set(models["stop_reason"]) <= {"patience", "cap"} and (models["epochs_run"] <= 30).all()
+    assert (models["epochs_run"] >= models["best_epoch"]).all()
+    for col in ("sampled_ndcg@10", "full_ndcg@10", "fullkeep_hr@10", "unseen_fullkeep_mrr", "unseen_sampled_hr@10"):
         assert frame[col].between(0, 1).all(), col
+    # Scratch and fine-tuned runs of a family are the same model: the pretrained file's shape.
+    pre = {f: read_checkpoint(p) for f, p in study["encoders"].items()}
+    runs = {p.name.rsplit("-", 1)[0]: p for p in study["runs"].iterdir()}
+    frozen, _ = load_checkpoint(runs["frozen-f1.0-s0"] / "best.pt")
+    tuned, _ = load_checkpoint(runs["sasrec-fine-tune-f1.0-s0"] / "best.pt")
+    scratch, _ = load_checkpoint(runs["sasrec-scratch-f1.0-s0"] / "best.pt")
+    enc = [k for k in pre["ssept"]["model"] if k.startswith(("blocks.", "pos_emb.", "final_norm."))]
+    assert all(torch.equal(frozen.state_dict()[k], pre["ssept"]["model"][k]) for k in enc)
+    assert tuned.config == scratch.config and tuned.config.user_dim == 0 and tuned.config.n_items == 45
+    assert not all(torch.equal(tuned.state_dict()[k], pre["sasrec"]["model"][k]) for k in enc)
 
-    # The frozen run's encoder is exactly the pretrained one; fine-tuning moved it.
-    pre = read_checkpoint(pretrained)["model"]
-    frozen, _ = load_checkpoint(tmp_path / "runs" / "frozen-f1.0-s0" / "best.pt")
-    tuned, _ = load_checkpoint(tmp_path / "runs" / "fine-tune-f1.0-s0" / "best.pt")
-    enc = [k for k in pre if k.startswith(("blocks.", "pos_emb.", "final_norm."))]
-    assert all(torch.equal(frozen.state_dict()[k], pre[k]) for k in enc)
-    assert not all(torch.equal(tuned.state_dict()[k], pre[k]) for k in enc)
-    assert tuned.config.n_items == 45 and tuned.config.dim == pre["pos_emb.weight"].shape[1]
-
-    # A second call finds every row done and trains nothing.
-    again = run_study(dst, pretrained, tc, csv, tmp_path / "runs", fractions=(0.5, 1.0), seeds=(0,), progress=False)
-    assert len(again) == len(frame)
-    assert set(again["pretrained"]) == {"best.pt"}
-    # Rows of a study from another checkpoint are not mixed in.
-    other = tmp_path / "other.pt"
-    other.write_bytes(pretrained.read_bytes())
-    with pytest.raises(ConfigError, match="holds rows of a study from pretrained"):
-        run_study(dst, other, tc, csv, tmp_path / "runs", fractions=(0.5, 1.0), seeds=(0,), progress=False)
+    # A second call with the same settings finds every row and trains nothing.
+    again = run_study(*args, setups=SETUPS, fractions=(1.0,), seeds=(0,), progress=False)
+    assert again[["setup", "fraction", "seed", "settings_key"]].astype(str).equals(
+        frame[["setup", "fraction", "seed", "settings_key"]].astype(str))
+    np.testing.assert_allclose(again["fullkeep_ndcg@10"], frame["fullkeep_ndcg@10"], rtol=1e-12)
     summary = summarize(again)
     assert np.isfinite(summary["sampled_ndcg@10_mean"]).all()
+    assert set(best_trained_vs_baselines(again).index) == {1.0}
+
+
+def test_a_changed_setting_is_not_shown_as_the_old_row(study: dict) -> None:
+    args = (study["split"], study["encoders"])
+    one = (Setup("sasrec-scratch", family="sasrec"),)
+    run_study(*args, study["train"], study["csv"], study["runs"], setups=one, fractions=(1.0,), seeds=(0,),
+              progress=False)
+    longer = replace(study["train"], epochs=40)
+    with pytest.raises(ConfigError, match=r"sasrec-scratch at fraction 1.0, seed 0 under other settings "
+                                          r"\(train.epochs 30 -> 40\)"):
+        run_study(*args, longer, study["csv"], study["runs"], setups=one, fractions=(1.0,), seeds=(0,),
+                  progress=False)
+    # The same budget in another CSV trains anew; a changed pretrained file is refused too.
+    fresh = run_study(*args, longer, study["csv"].with_name("other.csv"), study["runs"], setups=one,
+                      fractions=(1.0,), seeds=(0,), progress=False)
+    assert json.loads(fresh[fresh["kind"] == "model"]["settings"].iloc[0])["train"]["epochs"] == 40
+    tuned = (Setup("fine-tune", pretrained=True),)
+    run_study(*args, study["train"], study["csv"], study["runs"], setups=tuned, fractions=(1.0,), seeds=(0,),
+              progress=False)
+    retrained = dict(study["encoders"])
+    retrained["ssept"] = study["encoders"]["sasrec"].parent.parent / "ssept" / "last.pt"
+    with pytest.raises(ConfigError, match=r"pretrained.file 'best.pt' -> 'last.pt'.*pretrained.sha256"):
+        run_study(study["split"], retrained, study["train"], study["csv"], study["runs"], setups=tuned,
+                  fractions=(1.0,), seeds=(0,), progress=False)
+
+
+def test_summary_json_is_strict(tmp_path: Path) -> None:
+    summary = pd.DataFrame({"setup": ["a", "b"], "fraction": [1.0, 1.0], "x_mean": [0.5, 0.6], "x_std": [np.nan, 0.1]})
+    path = write_summary(summary, tmp_path / "s.json", csv="study.csv")
+    text = path.read_text()
+    assert "NaN" not in text
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+    assert loaded["csv"] == "study.csv" and loaded["rows"][0]["x_std"] is None and loaded["rows"][1]["x_std"] == 0.1
