@@ -243,10 +243,11 @@ def run_study(
     maxlen = max(_base_config(s, encoders).maxlen for s in setups)
     for b in all_baselines(split, maxlen):
         settings = baseline_settings(split, b.name, train, maxlen)
-        for fraction in fractions:
-            if not table.lookup(b.name, fraction, 0, settings):
-                table.add({"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline",
-                           **evaluate_all(b, split, train.eval_seed, train.eval_negatives)}, settings)
+        missing = [f for f in fractions if not table.lookup(b.name, f, 0, settings)]
+        if missing:  # a baseline does not train: one evaluation serves every fraction
+            metrics = evaluate_all(b, split, train.eval_seed, train.eval_negatives)
+            for fraction in missing:
+                table.add({"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline", **metrics}, settings)
     todo = []
     for setup, fraction, seed in _jobs(setups, fractions, seeds):
         encoder = Path(encoders[setup.family]) if setup.pretrained else None
