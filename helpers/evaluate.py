@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from helpers.data import Split, item_popularity, leave_one_out, load
 from helpers.errors import CheckpointError, ConfigError, NonFiniteError
+from helpers.history import HistoryIndex, gather_windows, sample_negatives
 from helpers.metrics import full_ranks, sampled_ranks, summarize
-from helpers.sampler import HistoryIndex, gather_windows, sample_negatives
 from helpers.utils import get_device, run_cli
 
 PROTOCOLS = ("sampled", "full")

@@ -10,25 +10,13 @@ import pytest
 
 from helpers import data
 from helpers.errors import ConfigError
-from helpers.sampler import (
-    HistoryIndex,
-    TrainSampler,
-    gather_windows,
-    partition_by_length,
-    prefetch,
-    sample_negatives,
-)
+from helpers.history import HistoryIndex
+from helpers.sampler import TrainSampler, partition_by_length, prefetch
 
 
 def _sampler(split: data.Split, seed: int = 0, **kw) -> TrainSampler:
     kw = {"batch_size": 2, "maxlen": 3} | kw
     return TrainSampler(split, rng=np.random.default_rng(seed), **kw)
-
-
-def test_gather_windows() -> None:
-    items = np.array([1, 2, 3, 4, 5, 6])
-    out = gather_windows(items, np.array([0, 4]), np.array([4, 6]), 3)
-    assert out.tolist() == [[2, 3, 4], [0, 5, 6]]
 
 
 def test_windows_and_targets_tiny(tiny_file: Path) -> None:
@@ -71,16 +59,6 @@ def test_negatives_never_in_history_real_data(ml1m: data.SequenceData) -> None:
         u = batch.users[row]
         hist = set(ml1m.user_items(u)[: split.train_len[u]].tolist())
         assert not hist & set(batch.neg[row][real[row]].tolist())
-
-
-def test_distinct_eval_negatives(wiki: data.SequenceData) -> None:
-    index = HistoryIndex(wiki)
-    users = np.arange(1, wiki.n_users + 1)
-    negs = sample_negatives(np.random.default_rng(0), index, users, 100, distinct=True)
-    assert negs.shape == (wiki.n_users, 100)
-    assert all(len(set(row)) == 100 for row in negs[:500].tolist())
-    users_b = np.broadcast_to(users[:, None], negs.shape)
-    assert not index.contains(users_b, negs).any()
 
 
 def test_sse_rates(ml1m: data.SequenceData) -> None:
