@@ -1,11 +1,12 @@
-"""Datasets: fetch with checksum, parse `user item` files, leave-one-out split, statistics.
+"""Datasets: parse `user item` files into sequences, leave-one-out split, statistics.
 
 Sequences are kept in CSR form: `items[offsets[u]:offsets[u + 1]]` is user `u`'s
 history in time order, for user ids 1..n_users (a user id with no rows has an empty
 slice). Nothing is copied per user, so the same code scales to large datasets.
 
-Converting raw files (any delimited file, or the fixed GroupLens/JODIE formats) lives in
-`helpers.convert`.
+Fetching files (sources, checksums, the mirror) lives in `helpers.fetch`; `fetch` and
+`FILES` stay importable from here. Converting raw files (any delimited file, or the fixed
+GroupLens/JODIE formats) lives in `helpers.convert`.
 
 Command line: `python -m helpers.data fetch [--dataset NAME]`,
 `python -m helpers.data stats [--dataset NAME]` and
@@ -16,12 +17,7 @@ Command line: `python -m helpers.data fetch [--dataset NAME]`,
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import os
 import re
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,156 +25,14 @@ import numpy as np
 import pandas as pd
 
 from helpers.errors import DataError
-from helpers.utils import atomic_write, run_cli
+from helpers.fetch import FILES, fetch
+from helpers.fetch import sha256_of as sha256_of  # kept importable from here (helpers.transfer uses it)
+from helpers.utils import run_cli
 
-MIRROR_ENV = "SSEPT_DATA_MIRROR"
-DATA_DIR_ENV = "SSEPT_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DOWNLOAD_TIMEOUT_S = 60
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file the project fetches: where it lives locally and where it comes from."""
-
-    relpath: str  # path under the data folder and under the mirror folder
-    sha256: str  # expected SHA-256 of the file's bytes
-    urls: tuple[str, ...]  # public sources, tried in order
-    zip_member: str | None = None  # when the URL is a zip archive, the member to extract
-
-
-_SASREC = "https://raw.githubusercontent.com/kang205/SASRec/master/data/"
-_PMIXER = "https://raw.githubusercontent.com/pmixer/SASRec.pytorch/main/python/data/"
-_GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
-
-FILES: dict[str, RemoteFile] = {
-    "ml-1m": RemoteFile(
-        "ml-1m.txt",
-        "b725f3acb3986fe3130bffd1e77a74d182a1f51799567a236dbd60270f95b0a2",
-        (_SASREC + "ml-1m.txt", _PMIXER + "ml-1m.txt"),
-    ),
-    "wiki1000": RemoteFile(
-        "wikipedia.txt",
-        "ab5d5addedafb496a212d939cb595637f580e436f640916ba337edb03aa02bed",
-        (_PMIXER + "wikipedia.txt",),
-    ),
-    "ml-100k": RemoteFile(
-        "ml-100k/u.data",
-        "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-        (_GROUPLENS + "ml-100k.zip",),
-        zip_member="ml-100k/u.data",
-    ),
-    "ml-1m-movies": RemoteFile(
-        "ml-1m-movies.dat",
-        "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9",
-        (_GROUPLENS + "ml-1m.zip",),
-        zip_member="ml-1m/movies.dat",
-    ),
-    "ml-1m-item-ids": RemoteFile(
-        "ml-1m-item-ids.txt",
-        "9ae42c23af0b0fe2f189b9d5acc6cf3936bffe1a9568390cf5d100c0c1b1fca1",
-        ("https://raw.githubusercontent.com/asash/ml1m-sas-mapping/main/sas_to_original_items.txt",),
-    ),
-}
 #: Datasets of `user item` lines that train and evaluate directly.
 SEQUENCE_DATASETS = ("ml-1m", "wiki1000")
 #: Raw formats that need a converter first.
 RAW_DATASETS = {"ml-100k": "udata"}
-
-
-def data_dir() -> Path:
-    """The local data folder: `$SSEPT_DATA_DIR` if set, else `data/` in the repository."""
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_sha(path: Path, spec: RemoteFile, origin: str) -> None:
-    got = sha256_of(path)
-    if got != spec.sha256:
-        raise DataError(
-            f"SHA-256 mismatch for {path} (from {origin}): expected {spec.sha256}, got {got}; "
-            "the file is corrupt or a different version, delete it and fetch again"
-        )
-
-
-def _copy_verified(src: Path, dest: Path, spec: RemoteFile) -> Path:
-    """Copy `src` to `dest`, hashing on the way; a mismatch leaves no file behind."""
-
-    def write(out: io.BufferedIOBase) -> None:
-        digest = hashlib.sha256()
-        with open(src, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != spec.sha256:
-            raise DataError(
-                f"SHA-256 mismatch for {src} (mirror ${MIRROR_ENV}): expected {spec.sha256}, "
-                f"got {digest.hexdigest()}; the mirror's copy is corrupt or a different version"
-            )
-
-    return atomic_write(dest, write)
-
-
-def _download(url: str, spec: RemoteFile) -> bytes:
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 (fixed https URLs)
-        payload = resp.read()
-    if spec.zip_member is not None:
-        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
-            payload = zf.read(spec.zip_member)
-    return payload
-
-
-def fetch(name: str, folder: str | Path | None = None) -> Path:
-    """Return the local path of a named file, fetching and verifying it first if needed.
-
-    Order: `folder/FILE` if present, else a copy from `$SSEPT_DATA_MIRROR/FILE`, else a
-    download from the public URLs. The SHA-256 is always checked, and a new file
-    appears only complete (temporary file, then rename).
-    """
-    if name not in FILES:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(FILES))}")
-    spec = FILES[name]
-    target = Path(folder) if folder is not None else data_dir()
-    dest = target / spec.relpath
-    if dest.exists():
-        _check_sha(dest, spec, "the local data folder")
-        return dest
-
-    tried: list[str] = [f"{dest} (not there)"]
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror:
-        src = Path(mirror) / spec.relpath
-        if src.exists():
-            return _copy_verified(src, dest, spec)
-        tried.append(f"{src} (${MIRROR_ENV}: not there)")
-    else:
-        tried.append(f"${MIRROR_ENV} (not set)")
-
-    for url in spec.urls:
-        try:
-            payload = _download(url, spec)
-        except Exception as err:  # any network or archive failure: try the next source
-            tried.append(f"{url} ({type(err).__name__}: {err})")
-            continue
-        got = hashlib.sha256(payload).hexdigest()
-        if got != spec.sha256:
-            tried.append(f"{url} (SHA-256 mismatch: got {got})")
-            continue
-        return atomic_write(dest, lambda f, body=payload: f.write(body))
-
-    raise DataError(
-        f"could not get {spec.relpath!r} for dataset {name!r}; looked at: {'; '.join(tried)}. "
-        f"Put the file at {dest}, or set ${MIRROR_ENV} to a folder holding {spec.relpath}, "
-        "or run where the public URL is reachable"
-    )
 
 
 # --------------------------------------------------------------------------- parsing

@@ -33,9 +33,10 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
-from helpers.data import Split, leave_one_out, load, sha256_of
+from helpers.data import Split, leave_one_out, load
 from helpers.errors import ConfigError, NonFiniteError
 from helpers.evaluate import SELECTION_PROTOCOLS, Evaluator
+from helpers.fetch import sha256_of
 from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
 from helpers.model import SSEPT, SSEPTConfig, load_model_state
 from helpers.runs import RunFolder

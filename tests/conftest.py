@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import data
+from helpers import data, fetch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -16,8 +16,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def _mirror(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the mirror at ../shared/data unless the environment already names one."""
-    if not os.environ.get(data.MIRROR_ENV):
-        monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+    if not os.environ.get(fetch.MIRROR_ENV):
+        monkeypatch.setenv(fetch.MIRROR_ENV, str(SHARED))
 
 
 @pytest.fixture
@@ -31,14 +31,14 @@ def tiny_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def ml1m() -> data.SequenceData:
     """Real ML-1M (fetched once into data/)."""
-    os.environ.setdefault(data.MIRROR_ENV, str(SHARED))
+    os.environ.setdefault(fetch.MIRROR_ENV, str(SHARED))
     return data.load("ml-1m")
 
 
 @pytest.fixture(scope="session")
 def wiki() -> data.SequenceData:
     """Real Wiki1000."""
-    os.environ.setdefault(data.MIRROR_ENV, str(SHARED))
+    os.environ.setdefault(fetch.MIRROR_ENV, str(SHARED))
     return data.load("wiki1000")
 
 

@@ -1,13 +1,12 @@
-"""Parsing, fetching, the split and statistics (converters: tests/test_convert.py)."""
+"""Parsing, the split and statistics (fetching: tests/test_fetch.py; converters: tests/test_convert.py)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
-from helpers import data
+from helpers import data, fetch
 from helpers.errors import DataError
 
 
@@ -82,45 +81,9 @@ def test_unknown_dataset() -> None:
         data.load("nope")
 
 
-def test_fetch_from_mirror_checks_sha(tmp_path: Path) -> None:
-    path = data.fetch("wiki1000", tmp_path)
-    assert path == tmp_path / "wikipedia.txt"
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == data.FILES["wiki1000"].sha256
-    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left
-
-
-def test_fetch_rejects_corrupt_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "wikipedia.txt").write_text("1 1\n")
-    monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
-    dest = tmp_path / "data"
-    with pytest.raises(DataError, match="SHA-256 mismatch"):
-        data.fetch("wiki1000", dest)
-    assert not (dest / "wikipedia.txt").exists()
-    assert list(dest.iterdir()) == []  # nothing half-written
-
-
-def test_fetch_rejects_corrupt_local_file(tmp_path: Path) -> None:
-    (tmp_path / "wikipedia.txt").write_text("1 1\n")
-    with pytest.raises(DataError, match="SHA-256 mismatch"):
-        data.fetch("wiki1000", tmp_path)
-
-
-def test_fetch_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(data.MIRROR_ENV)
-    offline = data.RemoteFile("wikipedia.txt", data.FILES["wiki1000"].sha256, ("http://127.0.0.1:9/wikipedia.txt",))
-    monkeypatch.setitem(data.FILES, "wiki1000", offline)
-    with pytest.raises(DataError) as info:
-        data.fetch("wiki1000", tmp_path)
-    message = str(info.value)
-    assert "wikipedia.txt" in message and "SSEPT_DATA_MIRROR" in message and "127.0.0.1:9" in message
-    assert "\n" not in message
-
-
 def test_load_ml100k_goes_through_the_converter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`load("ml-100k")` converts the raw u.data (the converters live in helpers.convert)."""
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(fetch.DATA_DIR_ENV, str(tmp_path))
     d = data.load("ml-100k")
     assert (d.name, d.n_users, d.n_items, d.n_rows) == ("ml-100k", 943, 1682, 100_000)
 
