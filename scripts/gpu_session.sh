@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session, as one script: the exact commands behind artifacts/*_gpu*.
+# One GPU session, as one script: the exact commands behind the H200 results (artifacts/bench_h200.json,
+# the H200 rows of artifacts/ml1m_results.json, artifacts/ml1m_history_*_h200_*.csv and the checkpoints
+# from those runs; scripts/README.md says which file came from where).
 #
 #   1. a smoke run on the device (fails fast if CUDA breaks anything),
 #   2. the benchmark (python -m helpers.bench) alone on the card,
@@ -9,29 +11,20 @@
 #      fp32 (no autocast), plain shuffled batches (no bucketing, no chunks),
 #   4. full-ranking evaluation of every run's best checkpoint, then archives.
 #
-# Usage: OUT=folder DEADLINE=seconds [MODE=resume] bash artifacts/gpu_session.sh
+# Usage (from the repository root): OUT=folder DEADLINE=seconds [MODE=resume] bash scripts/gpu_session.sh
 # Unfinished runs stop at the deadline; their folders still hold every epoch so far, and
 # MODE=resume (on the same machine) skips steps 1-2 and continues every run from its last
 # checkpoint. The committed H200 runs: DEADLINE=535, then MODE=resume DEADLINE=290.
-set -uo pipefail
-START=$(date +%s)
+# (Recorded when the script was artifacts/gpu_session.sh; the commands in artifacts/ml1m_results.json name that path.)
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # START, DEVICE, PY, EXTRA, RUNS, left, say, ...
 OUT=${OUT:-runs/gpu-out}
 DEADLINE=${DEADLINE:-540}          # seconds from start to the archives
-DEVICE=${DEVICE:-cuda}
 MODE=${MODE:-fresh}
-PY=${PY:-python3}
 EPOCHS=${EPOCHS:-200}
-EXTRA=${EXTRA:-}                   # extra train arguments (a local dry run passes a tiny --train-fraction)
 BENCH=${BENCH:---epochs 3 --layouts plain plain-fp32 chunks4}
-RUNS=runs/gpu
-mkdir -p "$OUT" "$RUNS"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-LOG=$OUT/log.txt
-left() { echo $((START + DEADLINE - $(date +%s))); }
-say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
-
-say "machine: $(nproc --all) cores; $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
-$PY -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+start_session
 
 if [ "$MODE" = fresh ]; then
 # 1. smoke
@@ -68,29 +61,15 @@ for name in "${!ARGS[@]}"; do
       --epochs "$EPOCHS" --eval-every 5 --no-amp --chunks 1 --bucket 0 $EXTRA \
       --out "$RUNS/$name" "$START_FLAG" --quiet >> "$RUNS/$name.log" 2>&1 &
 done
-while [ -n "$(jobs -r)" ]; do
-  sleep 30
-  say "$(for n in "${!ARGS[@]}"; do printf '%s:%s ' "$n" "$(($(cat "$RUNS/$n/history.csv" 2>/dev/null | wc -l) - 1))"; done)"
-done
-wait
+watch_runs "${!ARGS[@]}"
 
 # 4. full ranking of each best checkpoint (test split), in parallel
-say "full-ranking evaluation"
-for name in "${!ARGS[@]}"; do
-  [ -f "$RUNS/$name/best.pt" ] || continue
-  timeout 60 $PY -m helpers.evaluate --checkpoint "$RUNS/$name/best.pt" --dataset ml-1m --protocol full \
-      --split test --device "$DEVICE" > "$RUNS/$name/full_test.json" 2> "$RUNS/$name/full_test.err" &
-done
-wait
+full_ranking "${!ARGS[@]}"
 cat "$RUNS"/*/full_test.json > "$OUT/full_test.jsonl" 2>/dev/null
 for group in "faithful:ssept-s0 sasrec-s0 ssept-s1 sasrec-s1" "ablation:nosse-s0 useronly-s0 itemonly-s0 sseptpp-s0" \
              "best:ce-s0 cepp-s0"; do
-  files=()
-  for n in ${group#*:}; do
-    for f in run.json history.csv best.pt full_test.json; do [ -f "$RUNS/$n/$f" ] && files+=("$n/$f"); done
-    [ -f "$RUNS/$n.log" ] && files+=("$n.log")
-  done
-  tar -czf "$OUT/runs_${group%%:*}.tar.gz" -C "$RUNS" "${files[@]}"
+  FILES=()
+  for n in ${group#*:}; do add_run_files "$n"; done
+  tar -czf "$OUT/runs_${group%%:*}.tar.gz" -C "$RUNS" "${FILES[@]}"
 done
-ls -la "$OUT" | tee -a "$LOG"
-say "done"
+end_session

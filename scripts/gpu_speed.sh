@@ -9,34 +9,23 @@
 #      best-run candidates for issue #4 (sampled HR@10 >= 0.84), in parallel, then a
 #      full-ranking evaluation of each best checkpoint and small archives.
 #
-# Usage (device tool, data carried):  OUT=$OUT DEADLINE=560 bash artifacts/gpu_speed.sh
+# Usage (device tool, data carried; from the repository root):  OUT=$OUT DEADLINE=560 bash scripts/gpu_speed.sh
 # Local dry run on the CPU (no benchmark):  DEVICE=cpu OUT=/tmp/x DEADLINE=300 EPOCHS=2 EPOCHS_LONG=3 \
-#     BENCH=0 EXTRA="--train-fraction 0.05" bash artifacts/gpu_speed.sh
+#     BENCH=0 EXTRA="--train-fraction 0.05" bash scripts/gpu_speed.sh
 # Why these candidates: on the test split the committed CE run hits the top 10 more often than the BCE
 # runs for the rarest fifth of held-out items (0.66 vs 0.63) but less often for the most popular fifth
 # (0.92 vs 0.955); "bce+ce" adds both losses. Everything it measures is written under $OUT (log.txt, bench_gpu_compile.json, speed200/,
-# run_*.tar.gz); the earlier session's script is artifacts/gpu_session.sh.
-set -uo pipefail
-START=$(date +%s)
+# run_*.tar.gz); the earlier session's script is scripts/gpu_session.sh.
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # START, DEVICE, PY, EXTRA, RUNS, left, say, ...
 OUT=${OUT:-runs/gpu-speed-out}
 DEADLINE=${DEADLINE:-560}          # seconds from start to the archives
-DEVICE=${DEVICE:-cuda}
-PY=${PY:-python3}
 EPOCHS=${EPOCHS:-200}              # the timed run
 EPOCHS_LONG=${EPOCHS_LONG:-1000}   # the candidates (stopped at the deadline)
 BENCH_EPOCHS=${BENCH_EPOCHS:-3}
 BENCH=${BENCH:-1}                  # 0: no benchmark; the runs use compile mode $MODE
 MODE=${MODE:-reduce-overhead}
-EXTRA=${EXTRA:-}                   # extra train arguments (a dry run passes a tiny --train-fraction)
-RUNS=runs/gpu
-mkdir -p "$OUT" "$RUNS"
-export PYTHONUNBUFFERED=1
-LOG=$OUT/log.txt
-left() { echo $((START + DEADLINE - $(date +%s))); }
-say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
-
-say "machine: $(nproc --all) cores; $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
-$PY -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
+start_session
 
 # 1. smoke: the compiled step on 5% of the users (falls back to eager if compiling breaks)
 MODES="off default reduce-overhead"
@@ -106,27 +95,15 @@ if [ "$STUDY_END" -ge 90 ]; then
         --epochs "$EPOCHS_LONG" --eval-every 20 --checkpoint-every 20 --chunks 1 --no-amp --compile "$BEST" $EXTRA \
         --out "$RUNS/$name" --overwrite --quiet > "$RUNS/$name.log" 2>&1 &
   done
-  while [ -n "$(jobs -r)" ]; do
-    sleep 30
-    say "$(for n in "${!ARGS[@]}"; do printf '%s:%s ' "$n" "$(($(cat "$RUNS/$n/history.csv" 2>/dev/null | wc -l) - 1))"; done)"
-  done
-  wait
-  say "full-ranking evaluation"
-  for name in "${!ARGS[@]}"; do
-    [ -f "$RUNS/$name/best.pt" ] || continue
-    timeout 60 $PY -m helpers.evaluate --checkpoint "$RUNS/$name/best.pt" --dataset ml-1m --protocol full \
-        --split test --device "$DEVICE" > "$RUNS/$name/full_test.json" 2> "$RUNS/$name/full_test.err" &
-  done
-  wait
+  watch_runs "${!ARGS[@]}"
+  full_ranking "${!ARGS[@]}"
 else
   say "no time left for the candidates ($(left)s)"
 fi
 
 for n in speed200 "${!ARGS[@]}"; do  # one archive per run: the device returns files of at most 16 MiB
-  files=()
-  for f in run.json history.csv best.pt full_test.json wall.json; do [ -f "$RUNS/$n/$f" ] && files+=("$n/$f"); done
-  [ -f "$RUNS/$n.log" ] && files+=("$n.log")
-  [ ${#files[@]} -gt 0 ] && tar -czf "$OUT/run_$n.tar.gz" -C "$RUNS" "${files[@]}"
+  FILES=()
+  add_run_files "$n"
+  [ ${#FILES[@]} -gt 0 ] && tar -czf "$OUT/run_$n.tar.gz" -C "$RUNS" "${FILES[@]}"
 done
-ls -la "$OUT" | tee -a "$LOG"
-say "done"
+end_session
