@@ -1,6 +1,7 @@
 """Speed benchmark: `python -m helpers.bench [--out artifacts/bench_cpu.json]`.
 
-For SSE-PT (50 + 50) and SASRec (50) on ML-1M it measures, in one process:
+For SSE-PT (50 + 50) and SASRec (50) on ML-1M, as `helpers.presets` defines them under the
+`faithful` recipe (maxlen 200, batch size 128; `BENCH_RECIPE`), it measures, in one process:
 - seconds per training epoch (median of `--epochs` timed epochs after one warm-up),
   sequences per second, and the model's achieved GFLOP/s as a share of this
   machine's float32 matmul GFLOP/s (measured in the same run, skinny and square);
@@ -30,7 +31,7 @@ import re
 import resource
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from helpers import presets
 from helpers.data import SequenceData, Split, leave_one_out, load, pairs_to_sequences
 from helpers.evaluate import Evaluator
 from helpers.model import SSEPT, SSEPTConfig
 from helpers.sampler import TrainSampler
-from helpers.train import TrainConfig, make_optimizer, train_epoch
-from helpers.utils import atomic_write, cpu_name, device_description, get_device, run_cli, seed_everything
+from helpers.train import TrainConfig, train_epoch, training_setup
+from helpers.utils import atomic_write, cpu_name, device_description, get_device, run_cli
+
+#: The preset recipe whose architecture and training settings every benchmarked model uses.
+BENCH_RECIPE = "faithful"
+#: Users and items of the synthetic dataset that `--scale` adds.
+SCALE_USERS, SCALE_ITEMS = 100_000, 100_000
+#: Users sampled for the synthetic dataset's evaluation: as many as ML-1M has.
+SCALE_EVAL_USERS = 6040
+#: Seed of the benchmark's own draws (synthetic data, its evaluation sample, the padding count's batches).
+BENCH_SEED = 0
 
 
 def matmul_gflops(device: torch.device, trials: int = 7, seconds: float = 0.3) -> dict[str, float]:
@@ -89,12 +100,7 @@ def peak_rss_mb() -> float:
 def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, device: torch.device,
                    epochs: int, max_batches: int | None = None) -> dict[str, Any]:
     """Median epoch seconds over `epochs` timed epochs after one warm-up epoch."""
-    rng = seed_everything(train.seed)
-    model = SSEPT(model_config).to(device)
-    model.seed_dropout(train.seed)
-    optimizer = make_optimizer(model, train)
-    sampler = TrainSampler(split, train.batch_size, model_config.maxlen, rng, train.p_user, train.p_item,
-                           train.p_sub, bucket=train.bucket)
+    model, optimizer, sampler, _ = training_setup(split, model_config, train, device)
     full = len(sampler)
     if max_batches is not None:  # time a fixed number of batches (for huge data), scaled to an epoch
         sampler.users = sampler.users[: max_batches * train.batch_size]
@@ -108,9 +114,9 @@ def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     warmup, times = times[0], times[1:]
-    batches = [piece for batch in TrainSampler(split, train.batch_size, model_config.maxlen, np.random.default_rng(0),
-                                               p_sub=train.p_sub, users=sampler.users, bucket=train.bucket).epoch()
-               for piece in batch.split(train.chunks)]
+    counted = TrainSampler(split, train.batch_size, model_config.maxlen, np.random.default_rng(BENCH_SEED),
+                           p_sub=train.p_sub, users=sampler.users, bucket=train.bucket)
+    batches = [piece for batch in counted.epoch() for piece in batch.split(train.chunks)]
     cells = sum(b.seq.size for b in batches)
     width = float(np.mean([b.seq.shape[1] for b in batches]))
     seconds = statistics.median(times)
@@ -150,7 +156,7 @@ def bench_eval(split: Split, model: SSEPT, device: torch.device, *, users: np.nd
     return out
 
 
-def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = 0) -> SequenceData:
+def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = BENCH_SEED) -> SequenceData:
     """Random data with `like`'s user-length distribution and a Zipf-like item popularity."""
     rng = np.random.default_rng(seed)
     lengths = rng.choice(like.lengths[like.lengths > 0], size=n_users)
@@ -183,10 +189,27 @@ def layout_name(name: str) -> str:
     return name
 
 
-CONFIGS = {
-    "ssept": ({"item_dim": 50, "user_dim": 50}, {"p_user": 0.92, "p_item": 0.1}),
-    "sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.0}),
-}
+def bench_configs(family: str, data: SequenceData, layout: str) -> tuple[SSEPTConfig, TrainConfig]:
+    """The family's model and training settings under `BENCH_RECIPE`, with the batch layout's settings."""
+    return (presets.model_config(family, data.n_users, data.n_items, BENCH_RECIPE),
+            presets.train_config(family, BENCH_RECIPE, **parse_layout(layout)))
+
+
+def bench_settings(args: argparse.Namespace, data: SequenceData) -> dict[str, Any]:
+    """What the benchmark ran: the preset recipe and each family's settings from it, the layouts.
+
+    The training settings are the ones a layout does not set (`parse_layout` sets the rest
+    per row); `epochs` is left out, as the benchmark times `--epochs` epochs.
+    """
+    families: dict[str, Any] = {}
+    for family in args.models:
+        model_config, train = bench_configs(family, data, "plain")
+        families[family] = {
+            "model": {k: v for k, v in asdict(model_config).items() if k not in ("n_users", "n_items")},
+            "train": {k: v for k, v in asdict(train).items() if k not in (*parse_layout("plain"), "epochs")},
+        }
+    return {"preset_recipe": BENCH_RECIPE, "presets": families, "maxlen": model_config.maxlen,
+            "batch_size": train.batch_size, "layouts": args.layouts, "epochs_timed": args.epochs}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,29 +221,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "processor": cpu_name(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "settings": {"maxlen": 200, "batch_size": 128, "layouts": args.layouts, "epochs_timed": args.epochs},
+        "settings": bench_settings(args, split.data),
         "matmul_gflops": matmul_gflops(device),
         "runs": {},
     }
     for name in args.models:
         for layout in args.layouts:
-            model_kw, train_kw = CONFIGS[name]
-            mc = SSEPTConfig(split.data.n_users, split.data.n_items, maxlen=200, **model_kw)
-            row = bench_training(split, mc, TrainConfig(**parse_layout(layout), **train_kw), device, args.epochs)
+            model_config, train = bench_configs(name, split.data, layout)
+            row = bench_training(split, model_config, train, device, args.epochs)
             row.update(bench_eval(split, row.pop("model"), device, compare_batches=tuple(args.eval_batches)))
             row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / result["matmul_gflops"]["skinny"]
             row["peak_rss_mb_so_far"] = peak_rss_mb()
             result["runs"][f"{name}_{layout}"] = row
     if args.scale:
-        data = synthetic(split.data, 100_000, 100_000)
+        data = synthetic(split.data, SCALE_USERS, SCALE_ITEMS)
         big = leave_one_out(data)
-        mc = SSEPTConfig(data.n_users, data.n_items, maxlen=200)
-        row = bench_training(big, mc, replace(TrainConfig(), **parse_layout(args.scale_layout)), device, 1,
-                             max_batches=args.scale_batches)
-        sample = np.sort(np.random.default_rng(0).choice(big.eval_users, 6040, replace=False))
+        model_config, train = bench_configs("ssept", data, args.scale_layout)
+        row = bench_training(big, model_config, train, device, 1, max_batches=args.scale_batches)
+        sample = np.sort(np.random.default_rng(BENCH_SEED).choice(big.eval_users, SCALE_EVAL_USERS, replace=False))
         row.update(bench_eval(big, row.pop("model"), device, users=sample))
         row["note"] = (f"layout {args.scale_layout}; epoch time from {args.scale_batches} timed batches "
-                       "scaled to the epoch; evaluation timed on 6,040 sampled users")
+                       f"scaled to the epoch; evaluation timed on {SCALE_EVAL_USERS:,} sampled users")
         row["peak_rss_mb_so_far"] = peak_rss_mb()
         result["runs"]["ssept_synthetic_100k"] = row
     return result
@@ -235,7 +256,8 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print a table and write the JSON file."""
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--models", nargs="+", default=list(presets.FAMILIES), choices=list(presets.FAMILIES),
+                        help=f"model families of helpers/presets.py, timed under its {BENCH_RECIPE!r} recipe")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
     parser.add_argument("--layouts", nargs="+", type=layout_name, default=["plain", "chunks4", "bucket8"],
                         help="batch layouts to time: plain, chunksN, bucketN, each optionally + -fp32")

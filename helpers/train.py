@@ -238,9 +238,11 @@ def _description(split: Split, model_config: SSEPTConfig, config: TrainConfig,
             "init_from_sha256": sha256_of(Path(init_from)) if init_from else None}
 
 
-def _build(split: Split, model_config: SSEPTConfig, config: TrainConfig, init_from: str | Path | None,
-           dev: torch.device) -> tuple[SSEPT, torch.optim.Adam, TrainSampler, np.random.Generator]:
-    """The seeded model (with a transferred encoder if asked), its optimiser and the sampler."""
+def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig, dev: torch.device,
+                   init_from: str | Path | None = None,
+                   ) -> tuple[SSEPT, torch.optim.Adam, TrainSampler, np.random.Generator]:
+    """The seeded model (with a transferred encoder if asked) on `dev`, its optimiser, the sampler and
+    its generator: `fit`'s setup, shared with the benchmark (`helpers.bench`)."""
     data = split.data
     if (model_config.n_users, model_config.n_items) != (data.n_users, data.n_items):
         raise ConfigError(
@@ -332,7 +334,7 @@ def fit(
 ) -> FitResult:
     """Train a model on `split`; return the best model by validation NDCG@10 and its history."""
     dev = get_device(device) if not isinstance(device, torch.device) else device
-    model, optimizer, sampler, rng = _build(split, model_config, config, init_from, dev)
+    model, optimizer, sampler, rng = training_setup(split, model_config, config, dev, init_from)
     evaluators = {w: Evaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives)
                   for w in ("valid", "test")}
     folder = RunFolder(out_dir) if out_dir is not None else None

@@ -116,3 +116,24 @@ def test_bench_eval_times_every_user_at_each_batch_size(tmp_path: Path) -> None:
     assert out["eval_users"] == split.eval_users.size == 30
     assert set(out) == {"eval_users", "eval_sampled_seconds", "eval_sampled_seconds_batch7",
                         "eval_full_seconds", "eval_full_seconds_batch7"}
+
+
+def test_bench_times_the_preset_models_through_fits_setup(tmp_path: Path) -> None:
+    """The benchmark asks helpers.presets for its models (faithful recipe) and builds them as `fit` does."""
+    from dataclasses import replace
+
+    from helpers import presets
+    from helpers.bench import BENCH_RECIPE, bench_configs, bench_training
+
+    rng = np.random.default_rng(0)
+    lines = [f"{u} {i}" for u in range(1, 31) for i in rng.choice(np.arange(1, 121), size=6, replace=False)]
+    (tmp_path / "d.txt").write_text("\n".join(lines) + "\n")
+    split = data.leave_one_out(data.read_pairs(tmp_path / "d.txt"))
+    for family in presets.FAMILIES:
+        model_config, train = bench_configs(family, split.data, "chunks2-fp32")
+        assert model_config == presets.model_config(family, split.data.n_users, split.data.n_items, BENCH_RECIPE)
+        assert train == presets.train_config(family, BENCH_RECIPE, bucket=0, chunks=2, amp=False, compile="off")
+        assert (model_config.maxlen, train.batch_size, train.p_item) == (200, 128, 0.1)
+    small = replace(model_config, item_dim=8, maxlen=10)
+    row = bench_training(split, small, replace(train, batch_size=8), torch.device("cpu"), epochs=1)
+    assert row["timed_batches"] == 4 and np.isfinite(row["final_loss"])
