@@ -56,7 +56,6 @@ class Evaluator:
         remove_history: bool = True,
         batch_size: int | None = None,
         users: np.ndarray | None = None,
-        ks: tuple[int, ...] = (10,),
     ) -> None:
         if which not in SPLITS:
             raise ConfigError(f"split must be one of {SPLITS}, got {which!r}")
@@ -65,7 +64,7 @@ class Evaluator:
         if protocol == "full-keep":  # full ranking with the history kept, as one protocol name
             protocol, remove_history = "full", False
         self.split, self.which, self.protocol = split, which, protocol
-        self.remove_history, self.batch_size, self.ks = remove_history, batch_size, ks
+        self.remove_history, self.batch_size = remove_history, batch_size
         eval_users = split.eval_users
         if users is not None:
             eval_users = np.intersect1d(eval_users, users)
@@ -148,7 +147,7 @@ class Evaluator:
         self, model: Scorer, device: torch.device | str | None = None, progress: bool = False
     ) -> dict[str, Any]:
         """Metrics dict: ndcg@k, hr@k, mrr, the number of users evaluated and skipped."""
-        return {**summarize(self.ranks(model, device, progress), self.ks),
+        return {**summarize(self.ranks(model, device, progress)),
                 "users": int(self.users.size), "skipped_users": self.n_skipped}
 
 
@@ -168,7 +167,7 @@ def by_target_popularity(evaluator: Evaluator, ranks: np.ndarray, groups: int = 
         if members.size == 0:
             continue
         pop = popularity[members]
-        rows[f"{i + 1}: {pop.min()}-{pop.max()}"] = {"users": members.size, **summarize(ranks[members], evaluator.ks)}
+        rows[f"{i + 1}: {pop.min()}-{pop.max()}"] = {"users": members.size, **summarize(ranks[members])}
     frame = pd.DataFrame(rows).T
     frame.index.name = "held-out item's training count"
     return frame.astype({"users": int})

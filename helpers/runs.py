@@ -29,7 +29,10 @@ from helpers.utils import atomic_write
 RUN_FILE = "run.json"
 #: Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("train.epochs",)
-#: Values that runs recorded before a setting existed were trained with.
+#: Values that runs recorded before a setting existed were trained with. Needed so that run
+#: folders made before then keep resuming: their run.json lacks the newer keys, and without
+#: these values `prepare` would see a difference from today's settings and refuse the folder.
+#: Never remove an entry while such folders (or committed run records) may exist.
 LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0,
                    **{f"model.{k}": v for k, v in LEGACY_MODEL_SETTINGS.items()}}
 #: Recorded only since they existed; a run.json without them is not refused for it.
