@@ -53,6 +53,8 @@ BENCH_RECIPE = "faithful"
 SCALE_USERS, SCALE_ITEMS = 100_000, 100_000
 #: Users sampled for the synthetic dataset's evaluation: as many as ML-1M has.
 SCALE_EVAL_USERS = 6040
+#: (m, k, n) of the reference matmuls: "skinny" is a batch's tokens (128 x 200) times SSE-PT's width (100).
+MATMUL_SHAPES = {"skinny": (25_600, 100, 100), "square": (1024, 1024, 1024)}
 #: Seed of the benchmark's own draws (synthetic data, its evaluation sample, the padding count's batches).
 BENCH_SEED = 0
 
@@ -63,9 +65,8 @@ def matmul_gflops(device: torch.device, trials: int = 7, seconds: float = 0.3) -
     The best trial, not the mean, estimates what the machine can do: a noisy neighbour
     only ever slows a trial down.
     """
-    shapes = {"skinny": (25_600, 100, 100), "square": (1024, 1024, 1024)}
     out = {}
-    for name, (m, k, n) in shapes.items():
+    for name, (m, k, n) in MATMUL_SHAPES.items():
         a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
         a @ b  # warm-up
         best = 0.0

@@ -26,12 +26,16 @@ from helpers.data import Split, item_popularity, leave_one_out, load
 from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.history import HistoryIndex, gather_windows, sample_negatives
 from helpers.metrics import full_ranks, sampled_ranks, summarize
-from helpers.utils import get_device, run_cli
+from helpers.utils import EVAL_NEGATIVES_STREAM, get_device, run_cli
 
 PROTOCOLS = ("sampled", "full")
 #: Protocols that may pick the best epoch: "full-keep" is full ranking with the history kept.
 SELECTION_PROTOCOLS = (*PROTOCOLS, "full-keep")
 SPLITS = ("valid", "test")
+#: Negatives per user in the sampled protocol: the held-out item is ranked among 1 + 100.
+SAMPLED_NEGATIVES = 100
+#: Users per evaluation batch when none is given, on a CPU and elsewhere (see `batch_size_for`).
+EVAL_BATCH_CPU, EVAL_BATCH_ELSEWHERE = 32, 256
 
 
 class Scorer(Protocol):
@@ -52,7 +56,7 @@ class Evaluator:
         which: str = "valid",
         protocol: str = "sampled",
         seed: int = 0,
-        n_negatives: int = 100,
+        n_negatives: int = SAMPLED_NEGATIVES,
         remove_history: bool = True,
         batch_size: int | None = None,
         users: np.ndarray | None = None,
@@ -77,7 +81,7 @@ class Evaluator:
         if protocol == "sampled":
             # Drawn for every evaluable user, then selected: a subset of users is ranked
             # against the same negatives as in the whole evaluation.
-            rng = np.random.default_rng([seed, SPLITS.index(which)])
+            rng = np.random.default_rng([seed, EVAL_NEGATIVES_STREAM[which]])
             negs = sample_negatives(rng, HistoryIndex(split.data), split.eval_users, n_negatives, distinct=True)
             self.negatives = np.zeros((split.data.n_users + 1, n_negatives), dtype=np.int64)
             self.negatives[split.eval_users] = negs
@@ -181,7 +185,7 @@ def batch_size_for(device: torch.device) -> int:
     the ranks are identical, since each user's scores come from their own row. A GPU is
     launch-bound, so fewer, larger batches suit it (README, Speed).
     """
-    return 32 if device.type == "cpu" else 256
+    return EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_ELSEWHERE
 
 
 def input_windows(split: Split, users: np.ndarray, which: str, maxlen: int) -> np.ndarray:

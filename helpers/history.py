@@ -13,6 +13,10 @@ import numpy as np
 from helpers.data import SequenceData, prefix_mask
 from helpers.errors import ConfigError
 
+#: Distinct negatives are drawn in rounds of OVERDRAW_FACTOR * (items a row still lacks) +
+#: OVERDRAW_EXTRA candidates per row, so most rows fill in one round despite repeats and history items.
+OVERDRAW_FACTOR, OVERDRAW_EXTRA = 2, 8
+
 
 def gather_windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> np.ndarray:
     """Rows of `items[max(start, end - width):end]`, right-aligned and left-padded with 0."""
@@ -72,7 +76,7 @@ def sample_negatives(
     filled = np.zeros(users.size, dtype=np.int64)
     while (filled < count).any():
         rows = np.flatnonzero(filled < count)
-        width = int(2 * (count - filled[rows]).max() + 8)
+        width = int(OVERDRAW_FACTOR * (count - filled[rows]).max() + OVERDRAW_EXTRA)
         cand = rng.integers(1, index.n_items + 1, size=(rows.size, width))
         fresh = _first_occurrence(np.concatenate([out[rows], cand], axis=1))[:, count:]
         ok = fresh & ~index.contains(users[rows][:, None], cand)

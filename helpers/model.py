@@ -34,6 +34,7 @@ from torch import nn
 
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError
+from helpers.utils import DROPOUT_STREAM
 
 #: Block forms: where the layer norms sit around attention and the feed-forward layer.
 BLOCK_FORMS = ("sasrec", "post-norm", "pre-norm")
@@ -43,6 +44,10 @@ SAME_AS_DROPOUT = -1.0
 #: The values of settings added after the first checkpoints were written, as those checkpoints
 #: were trained (the original SASRec form); `from_dict` fills them in whatever the defaults are.
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec"}
+#: Values of a uint16 draw: CPU dropout keeps an element when its draw is >= round(p * DROPOUT_LEVELS).
+DROPOUT_LEVELS = 1 << 16
+#: Layer-norm epsilon, as in the original SASRec (TensorFlow) code.
+LAYER_NORM_EPS = 1e-8
 
 
 @dataclass
@@ -107,7 +112,7 @@ class Dropout(nn.Module):
 
     torch's CPU random generator makes `nn.Dropout` cost several matmuls of the same
     size; uint16 draws from NumPy's PCG64 are about ten times cheaper. The drop
-    probability is rounded to a multiple of 1/65536 (0.2 becomes 0.199997). On other
+    probability is rounded to a multiple of 1/65536 (`DROPOUT_LEVELS`; 0.2 becomes 0.199997). On other
     devices torch's own dropout is used. The generator's state is saved with
     checkpoints, so a resumed run draws the same masks.
     """
@@ -115,7 +120,7 @@ class Dropout(nn.Module):
     def __init__(self, p: float, rng: np.random.Generator) -> None:
         super().__init__()
         self.p, self.rng = p, rng
-        self.threshold = round(p * 65536)
+        self.threshold = round(p * DROPOUT_LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
@@ -123,14 +128,14 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        draws = self.rng.integers(0, 65536, size=x.shape, dtype=np.uint16)
+        draws = self.rng.integers(0, DROPOUT_LEVELS, size=x.shape, dtype=np.uint16)
         keep = torch.from_numpy(draws >= self.threshold)
-        return x * keep * (65536 / (65536 - self.threshold))
+        return x * keep * (DROPOUT_LEVELS / (DROPOUT_LEVELS - self.threshold))
 
 
 def keep_mask(shape: tuple[int, ...], threshold: int, rng: np.random.Generator) -> torch.Tensor:
-    """Boolean mask, True with probability 1 - threshold / 65536, from uint16 NumPy draws."""
-    return torch.from_numpy(rng.integers(0, 65536, size=shape, dtype=np.uint16) >= threshold)
+    """Boolean mask, True with probability 1 - threshold / DROPOUT_LEVELS, from uint16 NumPy draws."""
+    return torch.from_numpy(rng.integers(0, DROPOUT_LEVELS, size=shape, dtype=np.uint16) >= threshold)
 
 
 class AttentionDropout(nn.Module):
@@ -150,7 +155,7 @@ class AttentionDropout(nn.Module):
     def __init__(self, p: float, rng: np.random.Generator) -> None:
         super().__init__()
         self.p, self.rng = p, rng
-        self.threshold = round(p * 65536)
+        self.threshold = round(p * DROPOUT_LEVELS)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         """`q` (B, h, Lq, dh), `k` and `v` (B, h, L, dh), `attn_mask` (B, 1, Lq, L) True where allowed."""
@@ -161,7 +166,7 @@ class AttentionDropout(nn.Module):
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         weights = logits.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
         keep = keep_mask(weights.shape, self.threshold, self.rng)
-        return (weights * keep * (65536 / (65536 - self.threshold))) @ v
+        return (weights * keep * (DROPOUT_LEVELS / (DROPOUT_LEVELS - self.threshold))) @ v
 
 
 class Block(nn.Module):
@@ -178,11 +183,11 @@ class Block(nn.Module):
                  attn_dropout: float = 0.0, ffn_dropout: float = 0.0, form: str = "sasrec") -> None:
         super().__init__()
         self.num_heads, self.form = num_heads, form
-        self.attn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.attn_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(dim, 2 * dim)
         self.attend = AttentionDropout(attn_dropout, rng)
-        self.ffn_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         # The inner dropout shares slot 1 with the ReLU so that the weights keep their names
         # (ffn.0, ffn.2); ReLU then dropout equals dropout then ReLU (a positive scale commutes).
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.Sequential(nn.ReLU(), Dropout(ffn_dropout, rng)),
@@ -251,7 +256,7 @@ class SSEPT(nn.Module):
                   config.ffn_dropout, config.block)
             for _ in range(config.num_blocks)
         )
-        self.final_norm = nn.LayerNorm(config.dim, eps=1e-8)
+        self.final_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -266,7 +271,7 @@ class SSEPT(nn.Module):
 
     def seed_dropout(self, seed: int) -> None:
         """Reseed the generator of the CPU dropout masks (shared by every dropout layer)."""
-        self.dropout_rng.bit_generator.state = np.random.default_rng([seed, 3]).bit_generator.state
+        self.dropout_rng.bit_generator.state = np.random.default_rng([seed, DROPOUT_STREAM]).bit_generator.state
 
     @property
     def maxlen(self) -> int:

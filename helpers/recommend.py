@@ -43,7 +43,7 @@ from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, Split, leave_one_out, 
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from helpers.evaluate import PROTOCOLS, Evaluator, Scorer
 from helpers.model import SSEPT, load_checkpoint
-from helpers.utils import atomic_write, cpu_name, get_device, run_cli
+from helpers.utils import UNKNOWN_USER_STREAM, atomic_write, cpu_name, get_device, run_cli
 
 UNKNOWN_USER_MODES = ("mean", "random", "zero")
 #: Chosen from `artifacts/unknown_user.json` (docs/own_data.md): on ML-1M, `mean` and `random`
@@ -99,7 +99,8 @@ class UnknownUser(nn.Module):
         self.config = model.config
         n_users = model.config.n_users
         # Fixed draws: every call averages over the same users, so answers repeat exactly.
-        self.draw_ids = torch.from_numpy(np.random.default_rng([seed, 16]).integers(1, n_users + 1, size=draws))
+        rng = np.random.default_rng([seed, UNKNOWN_USER_STREAM])
+        self.draw_ids = torch.from_numpy(rng.integers(1, n_users + 1, size=draws))
 
     @property
     def maxlen(self) -> int:

@@ -19,6 +19,8 @@ from helpers.errors import ConfigError
 from helpers.history import HistoryIndex, gather_windows, sample_negatives
 
 T = TypeVar("T")
+#: Seconds `prefetch`'s thread waits on a full queue before checking whether to stop.
+PREFETCH_POLL_S = 0.05
 
 
 @dataclass
@@ -187,7 +189,7 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     def put(value: object) -> bool:
         while not stop.is_set():
             try:
-                box.put(value, timeout=0.05)
+                box.put(value, timeout=PREFETCH_POLL_S)
                 return True
             except queue.Full:
                 continue

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
 from helpers.losses import compute_loss
-from helpers.model import SSEPT, AttentionDropout, SSEPTConfig, keep_mask
+from helpers.model import DROPOUT_LEVELS, SSEPT, AttentionDropout, SSEPTConfig, keep_mask
 from helpers.sampler import TrainSampler
 from helpers.train import TrainConfig, fit, make_optimizer, pieces_per_batch
 from helpers.utils import atomic_write, cpu_name, run_cli
@@ -211,11 +211,14 @@ def _fused_doubled_keys_attention_dropout(self: AttentionDropout, q: torch.Tenso
     keep = keep_mask((b, h, n_q, k.shape[2]), self.threshold, self.rng)
     allowed = attn_mask.expand(b, h, n_q, k.shape[2])
     mask = torch.cat([allowed & keep, allowed & ~keep], dim=-1)
-    scale = 65536 / (65536 - self.threshold)
+    scale = DROPOUT_LEVELS / (DROPOUT_LEVELS - self.threshold)
     return F.scaled_dot_product_attention(
         q, torch.cat([k, k], dim=2), torch.cat([v * scale, torch.zeros_like(v)], dim=2), attn_mask=mask
     )
 
+
+#: Seed of the timing's batches and model initialisation (every mode times the same ones).
+TIMING_SEED = 0
 
 #: Timed modes: how attention (with dropout 0.2, except "none") is computed.
 TIMING_MODES = {
@@ -243,12 +246,14 @@ def time_attention_dropout(batches: int = 10, rounds: int = 5, dataset: str = "m
     original = AttentionDropout.forward
     for name, model_kw in models.items():
         train = TrainConfig(p_user=0.92 if name == "ssept" else 0.0, p_item=0.1 if name == "ssept" else 0.0)
-        sampler = TrainSampler(split, train.batch_size, 200, np.random.default_rng(0), train.p_user, train.p_item)
+        maxlen = SETTINGS["long"][0]["maxlen"]  # the ML-1M window, 200
+        sampler = TrainSampler(split, train.batch_size, maxlen, np.random.default_rng(TIMING_SEED), train.p_user,
+                               train.p_item)
         fixed = [b for _, b in zip(range(batches), sampler.epoch())]
         times: dict[str, list[float]] = {m: [] for m in modes}
         for _ in range(rounds):
             for mode in modes:
-                torch.manual_seed(0)
+                torch.manual_seed(TIMING_SEED)
                 cfg = SSEPTConfig(n_users=split.data.n_users, n_items=split.data.n_items, dropout=0.2,
                                   attn_dropout=0.0 if mode == "none" else 0.2, **model_kw)
                 model = SSEPT(cfg).train()

@@ -35,13 +35,13 @@ from tqdm.auto import tqdm
 from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
 from helpers.data import Split, leave_one_out, load
 from helpers.errors import ConfigError, NonFiniteError
-from helpers.evaluate import SELECTION_PROTOCOLS, Evaluator
+from helpers.evaluate import SAMPLED_NEGATIVES, SELECTION_PROTOCOLS, Evaluator
 from helpers.fetch import sha256_of
 from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
 from helpers.model import SSEPT, SSEPTConfig, load_model_state
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
-from helpers.utils import device_description, get_device, run_cli, seed_everything
+from helpers.utils import FRACTION_STREAM, device_description, get_device, run_cli, seed_everything
 
 #: The validation metric that picks the best epoch and drives early stopping.
 SELECTION_METRIC = "valid_ndcg@10"
@@ -67,7 +67,7 @@ class TrainConfig:
     patience: int = 0  # >0: stop after this many evaluations without improvement (epochs is then a cap)
     eval_protocol: str = "sampled"  # protocol that picks the best epoch: "sampled", "full" or "full-keep"
     eval_seed: int = 0  # seed of the evaluation negatives
-    eval_negatives: int = 100  # negatives per user in the sampled protocol
+    eval_negatives: int = SAMPLED_NEGATIVES  # negatives per user in the sampled protocol
     checkpoint_every: int = 1  # write last.pt every N epochs (always on improvement and at the end)
     seed: int = 0  # seed of the sampler, initialisation and dropout
     train_fraction: float = 1.0  # share of training users used (nested subsets for one seed)
@@ -194,10 +194,6 @@ def make_optimizer(model: SSEPT, config: TrainConfig) -> torch.optim.Adam:
         groups.append({"params": model.encoder_parameters(), "lr": config.lr * config.encoder_lr_scale})
     fused = next(model.parameters()).is_cuda  # one kernel per step instead of one per tensor and op
     return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
-
-
-#: Stream id of the generator that picks a training fraction's users (apart from the sampler's).
-FRACTION_STREAM = 7
 
 
 def training_users(split: Split, fraction: float, seed: int) -> np.ndarray | None:

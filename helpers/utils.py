@@ -15,6 +15,17 @@ import torch
 
 from helpers.errors import SSEPTError
 
+# Random streams: besides the sampler's generator (`seed_everything`), every NumPy generator is
+# `default_rng([seed, STREAM])` with one id per use, listed here so that no two uses share one.
+#: Evaluation negatives, one stream per split (the sampled protocol's 100 items per user).
+EVAL_NEGATIVES_STREAM = {"valid": 0, "test": 1}
+#: The model's CPU dropout masks (`SSEPT.seed_dropout`).
+DROPOUT_STREAM = 3
+#: Which training users a `train_fraction` below 1 keeps (`helpers.train.training_users`).
+FRACTION_STREAM = 7
+#: The users whose scores an unknown user's `random` mode averages (`helpers.recommend`).
+UNKNOWN_USER_STREAM = 16
+
 
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python's `random` and torch (CPU and CUDA); return a fresh NumPy generator for `seed`.
