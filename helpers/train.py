@@ -380,7 +380,12 @@ def fit(
 # --------------------------------------------------------------------------- command line
 
 
+#: Defaults that are sentinels, in the words `--help` shows instead of the sentinel's value.
+HELP_DEFAULTS = {"attn_dropout": "same as --dropout"}
+
+
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...]) -> None:
+    """One `--flag` per field of `cls` (except `skip`), defaulting to None (unset) and showing the field's default."""
     for f in fields(cls):
         if f.name in skip:
             continue
@@ -389,7 +394,7 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {HELP_DEFAULTS.get(f.name, f.default)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,13 @@ def test_help_for_every_command() -> None:
         assert res.returncode == 0 and "usage:" in res.stdout, module
 
 
+def test_train_help_says_what_the_attention_dropout_default_means() -> None:
+    """Issue 18: the sentinel default (-1.0) is shown as what it means."""
+    res = _run("helpers.train", "--help")
+    words = " ".join(res.stdout.split())  # the same however argparse wraps the lines
+    assert "--attn-dropout ATTN_DROPOUT default: same as --dropout" in words and "-1.0" not in words
+
+
 def test_bench_layout_names() -> None:
     from helpers.bench import parse_layout
 
