@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from helpers.convert import IdMaps, read_id_maps
-from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, Split, leave_one_out, load, movie_titles
+from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, Split, leave_one_out, load, movie_titles
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from helpers.evaluate import PROTOCOLS, Evaluator, Scorer
 from helpers.model import SSEPT, load_checkpoint
@@ -293,13 +293,7 @@ def _to_id(text: str, what: str) -> int:
         raise DataError(f"{what} {text!r} is not an integer id (this dataset has no id maps beside it)") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the top k items for a known user or for any history."""
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["measure-unknown-user"]:
-        return measure_main(argv[1:])
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers.recommend", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint file (.pt)")
     parser.add_argument("--dataset", required=True,
@@ -314,7 +308,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unknown-user", choices=UNKNOWN_USER_MODES, default=DEFAULT_UNKNOWN_USER,
                         help=f"user vector for --items (default {DEFAULT_UNKNOWN_USER}; docs/own_data.md)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _input(args: argparse.Namespace, data: SequenceData, maps: IdMaps | None) -> tuple[int | None, np.ndarray]:
+    """The user id (None for `--items`, an unknown user) and the history to recommend after."""
+    if args.user is None:
+        return None, np.array([maps.item_id(i) if maps else _to_id(i, "item") for i in args.items], dtype=np.int64)
+    user = maps.user_id(args.user) if maps else _to_id(args.user, "user")
+    if not 1 <= user <= data.n_users or data.lengths[user] == 0:
+        raise DataError(f"user {args.user} has no rows in {args.dataset!r}")
+    return user, data.user_items(user)
+
+
+def _print(args: argparse.Namespace, rows: list[dict[str, Any]], user: int | None, unknown: str | None,
+           history: np.ndarray, maxlen: int) -> None:
+    """One JSON object (`--json`), or a heading and one line per recommended item."""
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, "user": args.user,
+                          "history_length": int(history.size), "unknown_user": unknown,
+                          "recommendations": rows}))
+        return
+    who_text = f"user {args.user}" if user is not None else f"an unknown user ({unknown or 'no user part'})"
+    print(f"top {len(rows)} for {who_text} after {history.size} items (the last {min(history.size, maxlen)}"
+          f" used), {Path(args.checkpoint).name}:")
+    for row in rows:
+        print(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['item']}" + (f"  {row['title']}" if args.titles else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the top k items for a known user or for any history."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["measure-unknown-user"]:
+        return measure_main(argv[1:])
+    args = _parser().parse_args(argv)
     if args.titles and args.dataset != "ml-1m":
         raise ConfigError("--titles needs --dataset ml-1m (titles are known for ML-1M only)")
 
@@ -325,31 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         raise CheckpointError(f"{args.checkpoint} was trained for {config.n_users} users and {config.n_items} "
                               f"items, but {args.dataset!r} has {data.n_users} and {data.n_items}")
     maps = _dataset_maps(args.dataset)
-    if args.user is not None:
-        user = maps.user_id(args.user) if maps else _to_id(args.user, "user")
-        if not 1 <= user <= data.n_users or data.lengths[user] == 0:
-            raise DataError(f"user {args.user} has no rows in {args.dataset!r}")
-        history = data.user_items(user)
-    else:
-        user = None
-        history = np.array([maps.item_id(i) if maps else _to_id(i, "item") for i in args.items], dtype=np.int64)
+    user, history = _input(args, data, maps)
     recs = recommend(model, history, user, args.k, args.allow_repeats, args.unknown_user)
 
     titles = movie_titles() if args.titles else {}
     rows = [{"rank": r + 1, "item": str(maps.items[i]) if maps else int(i), "score": round(float(s), 4),
              **({"title": titles.get(int(i), "?")} if args.titles else {})}
             for r, (i, s) in enumerate(zip(recs.items, recs.scores))]
-    unknown = args.unknown_user if user is None and config.user_dim else None
-    if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, "user": args.user,
-                          "history_length": int(history.size), "unknown_user": unknown,
-                          "recommendations": rows}))
-        return 0
-    who_text = f"user {args.user}" if user is not None else f"an unknown user ({unknown or 'no user part'})"
-    print(f"top {len(rows)} for {who_text} after {history.size} items (the last {min(history.size, model.maxlen)}"
-          f" used), {Path(args.checkpoint).name}:")
-    for row in rows:
-        print(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['item']}" + (f"  {row['title']}" if args.titles else ""))
+    _print(args, rows, user, args.unknown_user if user is None and config.user_dim else None, history, model.maxlen)
     return 0
 
 

@@ -316,6 +316,44 @@ def _stop_reason(config: TrainConfig, state: _State) -> str | None:
     return None
 
 
+def _epoch(model: SSEPT, sampler: TrainSampler, optimizer: torch.optim.Optimizer, config: TrainConfig,
+           dev: torch.device, evaluators: dict[str, Evaluator], state: _State, folder: RunFolder | None,
+           progress: bool) -> bool:
+    """Train the next epoch, validate when due and keep the best; record the epoch in `state`.
+
+    Returns whether the validation metric improved (a new best).
+    """
+    epoch = state.epoch + 1
+    t0 = time.perf_counter()
+    loss = train_epoch(model, sampler, optimizer, config, dev, progress, desc=f"epoch {epoch}")
+    if not math.isfinite(loss):
+        raise NonFiniteError(f"epoch {epoch}: the training loss is {loss}, the run has diverged; "
+                             f"{_kept(folder)}")
+    row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
+    improved = False
+    if epoch % config.eval_every == 0 or epoch == config.epochs:
+        row.update(_evaluate(evaluators, model, dev, epoch, folder))
+        if not state.best or row[SELECTION_METRIC] > state.best[SELECTION_METRIC]:
+            improved = True
+            state.best = {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))} | {"epoch": epoch}
+            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    elapsed = state.history[-1]["elapsed"] if state.history else 0.0
+    row["elapsed"] = elapsed + (time.perf_counter() - t0)
+    state.history.append(row)
+    state.epoch = epoch
+    return improved
+
+
+def _save(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+          config: TrainConfig, split: Split, state: _State, improved: bool) -> None:
+    """Write best.pt on an improvement; history and last.pt then, every `checkpoint_every` epochs and at the end."""
+    if improved:
+        folder.save_best(_payload(model, config, split, state, None, None))
+    if improved or state.epoch % config.checkpoint_every == 0 or _stop_reason(config, state):
+        folder.save_history(state.history)
+        folder.save_last(_payload(model, config, split, state, optimizer, rng))
+
+
 def fit(
     split: Split,
     model_config: SSEPTConfig,
@@ -340,35 +378,15 @@ def fit(
         if resume:
             state = _restore(folder, model, optimizer, rng, log)
 
-    elapsed = state.history[-1]["elapsed"] if state.history else 0.0
     bar = tqdm(total=config.epochs, initial=state.epoch, desc=f"train {split.data.name}", disable=not progress)
     while (reason := _stop_reason(config, state)) is None:
-        epoch = state.epoch + 1
-        t0 = time.perf_counter()
-        loss = train_epoch(model, sampler, optimizer, config, dev, progress, desc=f"epoch {epoch}")
-        if not math.isfinite(loss):
-            raise NonFiniteError(f"epoch {epoch}: the training loss is {loss}, the run has diverged; "
-                                 f"{_kept(folder)}")
-        row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
-        improved = False
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            row.update(_evaluate(evaluators, model, dev, epoch, folder))
-            if not state.best or row[SELECTION_METRIC] > state.best[SELECTION_METRIC]:
-                improved = True
-                state.best = {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))} | {"epoch": epoch}
-                state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            bar.set_postfix(loss=f"{loss:.4f}", valid_ndcg=f"{row[SELECTION_METRIC]:.4f}")
-        elapsed += time.perf_counter() - t0
-        row["elapsed"] = elapsed
-        state.history.append(row)
-        state.epoch = epoch
+        improved = _epoch(model, sampler, optimizer, config, dev, evaluators, state, folder, progress)
+        row = state.history[-1]
+        if SELECTION_METRIC in row:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", valid_ndcg=f"{row[SELECTION_METRIC]:.4f}")
         bar.update()
         if folder is not None:
-            if improved:
-                folder.save_best(_payload(model, config, split, state, None, None))
-            if improved or epoch % config.checkpoint_every == 0 or _stop_reason(config, state):
-                folder.save_history(state.history)
-                folder.save_last(_payload(model, config, split, state, optimizer, rng))
+            _save(folder, model, optimizer, rng, config, split, state, improved)
     bar.close()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
