@@ -1,4 +1,5 @@
-"""What the notebooks share: smoke mode, Colab and Drive paths, run records, exported artifacts."""
+"""What the notebooks share: the setup after the Colab cell, smoke and export modes, where outputs go (Drive or
+`runs/`), figures, run records with their cost, and exported artifacts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,14 @@ from helpers.utils import atomic_write, cpu_name, device_description
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
+# The notebooks' Colab cell clones this before any code of ours exists, so each carries a copy of it;
+# tests/test_notebooks.py keeps every copy (cells and Colab badges) equal to this one.
+REPO_URL = "https://github.com/ssept-pytorch/ssept-pytorch.git"
 SMOKE_ENV = "SSEPT_SMOKE"
+EXPORT_ENV = "SSEPT_EXPORT"
+QUICK_ENV = "SSEPT_QUICK"
 DRIVE = Path("/content/drive/MyDrive")
+DRIVE_FOLDER = "ssept-runs"  # on Drive: run folders, studies, results and figures
 
 
 def smoke_mode() -> bool:
@@ -32,12 +40,65 @@ def smoke_mode() -> bool:
     return os.environ.get(SMOKE_ENV, "") == "1"
 
 
-def run_dir(name: str) -> Path:
-    """Where a notebook's training runs go: Google Drive when mounted (survives a lost runtime), else runs/."""
-    base = DRIVE / "ssept-runs" if DRIVE.exists() else ROOT / "runs"
+def export_mode() -> bool:
+    """True when `SSEPT_EXPORT=1`: notebooks also update the published `artifacts/` (never in smoke mode)."""
+    return os.environ.get(EXPORT_ENV, "") == "1" and not smoke_mode()
+
+
+def quick_mode() -> bool:
+    """True when `SSEPT_QUICK=1`: a notebook's visible quick setting (fewer epochs, one seed) is on."""
+    return os.environ.get(QUICK_ENV, "") == "1"
+
+
+def outputs_dir() -> Path:
+    """Where a notebook's own outputs go: Google Drive when mounted (survives a lost runtime), else `runs/`;
+    `runs/smoke` in smoke mode."""
     if smoke_mode():
-        base = ROOT / "runs" / "smoke"
-    return base / name
+        return ROOT / "runs" / "smoke"
+    return DRIVE / DRIVE_FOLDER if DRIVE.exists() else ROOT / "runs"
+
+
+def run_dir(name: str) -> Path:
+    """The folder of one training run or study, under `outputs_dir()`."""
+    return outputs_dir() / name
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a notebook learns at its start: when it started and in which modes it runs."""
+
+    started: float
+    smoke: bool
+    export: bool
+    quick: bool
+    outputs: Path
+
+    def describe(self) -> str:
+        """One line for the notebook's output: where results go, and whether `artifacts/` is updated."""
+        where = ("Google Drive" if self.outputs.is_relative_to(DRIVE)
+                 else "local disk: in Colab, lost with the runtime")
+        return (f"outputs go to {relative(self.outputs)} ({where}); "
+                + ("artifacts/ is updated (SSEPT_EXPORT=1)" if self.export else "artifacts/ is left as committed")
+                + ("; smoke mode (SSEPT_SMOKE=1): tiny settings" if self.smoke else "")
+                + ("; quick setting on (SSEPT_QUICK=1)" if self.quick else ""))
+
+
+def setup() -> Session:
+    """The one call after the Colab cell: read the modes, make the outputs folder, say where things go."""
+    session = Session(time.time(), smoke_mode(), export_mode(), quick_mode(), outputs_dir())
+    session.outputs.mkdir(parents=True, exist_ok=True)
+    print(session.describe())
+    return session
+
+
+def save_figure(fig: Any, name: str, export: bool = False) -> list[str]:
+    """Save a figure under the outputs folder (on Drive when mounted), and in `artifacts/figures/` (the
+    README's) when `export`; return the paths written, relative to the repository where they are in it."""
+    targets = [outputs_dir() / "figures" / name] + ([ARTIFACTS / "figures" / name] if export else [])
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(target, dpi=110, bbox_inches="tight")
+    return [relative(t) for t in targets]
 
 
 def machine() -> str:
@@ -47,11 +108,20 @@ def machine() -> str:
     return f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores ({cpu}){gpu}"
 
 
-def run_record(params: dict[str, Any], started: float, device: torch.device | str) -> pd.DataFrame:
-    """A small table saying which machine ran the notebook, how long it took, with which parameters."""
+def run_record(
+    params: dict[str, Any], started: float, device: torch.device | str, train_seconds: float | None = None
+) -> pd.DataFrame:
+    """A small table saying which machine ran the notebook, how long it took, with which parameters.
+
+    `train_seconds` is the training time of the runs the notebook shows, which differs from the wall time
+    of this execution when finished runs were only reloaded (or when it includes evaluation and plots).
+    """
     rows = {"machine": machine(), "device": device_description(torch.device(device)),
             "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "wall time (min)": round((time.time() - started) / 60, 1), "smoke mode": smoke_mode()}
+            "wall time of this execution (min)": round((time.time() - started) / 60, 1)}
+    if train_seconds is not None:
+        rows["training time of the runs shown (min)"] = round(train_seconds / 60, 1)
+    rows["smoke mode"] = smoke_mode()
     rows.update({f"param {k}": v for k, v in params.items()})
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
@@ -86,11 +156,11 @@ def export_run(
     return entry
 
 
-def copy_to_drive(path: Path, folder: str = "ssept-artifacts") -> Path | None:
-    """Copy a file to Google Drive when it is mounted; return the copy's path."""
+def copy_to_drive(path: Path, folder: str = "artifacts") -> Path | None:
+    """Copy a file into the outputs folder on Google Drive when it is mounted; return the copy's path."""
     if not DRIVE.exists():
         return None
-    target = DRIVE / folder / path.name
+    target = DRIVE / DRIVE_FOLDER / folder / path.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, target)
     return target
@@ -127,9 +197,10 @@ def pretrained_encoders(committed: dict[str, Path], fresh: dict[str, Path]) -> t
 
 
 def relative(path: str | Path) -> str:
-    """`path` relative to the repository root when it is inside it (no machine paths in outputs)."""
+    """`path` relative to the repository root (or as `Drive/...`) so that outputs show no machine paths;
+    only the file name for anything else."""
     path = Path(path).resolve()
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return path.name
+    for base, prefix in ((ROOT, ""), (DRIVE, "Drive/")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return path.name
