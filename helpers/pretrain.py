@@ -1,0 +1,150 @@
+"""Notebook 02's study: SSE-PT and SASRec trained on ML-1M with one budget over several seeds.
+
+The runs (built from `helpers.presets`, faithful recipe), what they will cost before they start, the
+summary over seeds and the count of seeds SSE-PT wins, and the command line equivalent of each run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from helpers import presets
+from helpers.model import SSEPTConfig
+from helpers.runs import RunFolder
+from helpers.train import TrainConfig
+
+#: Display label -> preset family.
+MODELS = {"SSE-PT": "ssept", "SASRec": "sasrec"}
+#: Length buckets on a CPU (epochs about 2x faster, see docs/speed.md); a GPU trains on plain shuffled batches.
+CPU_BUCKET = 8
+
+
+def default_bucket(device: torch.device | str) -> int:
+    """The length-bucket setting used when the notebook leaves it open: `CPU_BUCKET` on a CPU, 0 elsewhere."""
+    return CPU_BUCKET if torch.device(device).type == "cpu" else 0
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the study: which model, which seed, its settings and its folder."""
+
+    label: str
+    seed: int
+    model: SSEPTConfig
+    train: TrainConfig
+    folder: Path
+
+    @property
+    def family(self) -> str:
+        return MODELS[self.label]
+
+    @property
+    def name(self) -> str:
+        """Row label in the notebook's tables, e.g. "SSE-PT s0"."""
+        return f"{self.label} s{self.seed}"
+
+    def command(self, dataset: str = "ml-1m") -> str:
+        """The `python -m helpers.train` line that trains the same run into `runs/`."""
+        t = self.train
+        flags = {"--dataset": dataset, "--model": self.family, "--recipe": "faithful", "--epochs": t.epochs,
+                 "--eval-every": t.eval_every, "--item-dim": self.model.item_dim, "--maxlen": self.model.maxlen,
+                 "--p-item": t.p_item, "--p-sub": t.p_sub, "--bucket": t.bucket, "--chunks": t.chunks, "--seed": t.seed,
+                 "--out": f"runs/ml1m-{self.family}-s{t.seed}"}
+        if self.family == "ssept":
+            flags |= {"--user-dim": self.model.user_dim, "--p-user": t.p_user}
+        return "python -m helpers.train " + " ".join(f"{k} {v}" for k, v in flags.items()) + " --resume"
+
+
+def plan(
+    n_users: int, n_items: int, seeds: tuple[int, ...], folder_of: Callable[[str], Path], *,
+    item_dim: int, user_dim: int, maxlen: int, p_user: float, p_item: float, **train: Any,
+) -> list[PlannedRun]:
+    """SSE-PT and SASRec for every seed: the faithful presets with the notebook's widths, window and SSE
+    probabilities (SASRec keeps the item part and its SSE, and has no user part). `train` holds the other
+    training settings (epochs, eval_every, p_sub, bucket, chunks); `folder_of("ml1m-ssept-s0")` gives a
+    run's folder."""
+    runs = []
+    for seed in seeds:
+        for label, family in MODELS.items():
+            own = {"user_dim": user_dim} if family == "ssept" else {}
+            model = presets.model_config(family, n_users, n_items, "faithful", item_dim=item_dim, maxlen=maxlen,
+                                         **own)
+            config = presets.train_config(family, "faithful", seed=seed, p_item=p_item, **train,
+                                          **({"p_user": p_user} if family == "ssept" else {}))
+            runs.append(PlannedRun(label, seed, model, config, folder_of(f"ml1m-{family}-s{seed}")))
+    return runs
+
+
+def epochs_done(folder: Path) -> int:
+    """Epochs a run folder has already trained (0 for a new one)."""
+    history = RunFolder(folder).history
+    return len(pd.read_csv(history)) if history.exists() else 0
+
+
+def committed_epoch_seconds(results: dict[str, dict[str, Any]], device_type: str) -> dict[str, tuple[float, str]]:
+    """Training seconds per epoch of the committed faithful runs on a device type ("cpu" or "cuda"), per
+    family (the mean over seeds), with the machine that measured them."""
+    found: dict[str, list[float]] = {}
+    machines: dict[str, str] = {}
+    for record in results.values():
+        if not record.get("group", "").startswith("faithful") or not record["device"].startswith(device_type):
+            continue
+        family = "ssept" if record["model"]["user_dim"] else "sasrec"
+        found.setdefault(family, []).append(record["train_seconds"] / record["epochs"])
+        machines[family] = record.get("machine", record["device"])
+    return {family: (sum(v) / len(v), machines[family]) for family, v in found.items()}
+
+
+def cost_note(runs: list[PlannedRun], per_epoch: dict[str, tuple[float, str]]) -> str:
+    """What training `runs` will cost, from the epochs left and the committed runs' seconds per epoch."""
+    left = {run.name: max(run.train.epochs - epochs_done(run.folder), 0) for run in runs}
+    if not any(left.values()):
+        return f"all {len(runs)} runs are finished: they are only reloaded"
+    seconds = sum(left[run.name] * per_epoch[run.family][0] for run in runs)
+    rates = ", ".join(f"{per_epoch[f][0]:.1f} s per {label} epoch" for label, f in MODELS.items() if f in per_epoch)
+    machine = next(iter(per_epoch.values()))[1]
+    return (f"about to train {sum(left.values())} epochs over {sum(1 for v in left.values() if v)} runs: about "
+            f"{seconds / 3600:.1f} h at the speed of the committed runs ({rates}; {machine})")
+
+
+def seed_summary(table: pd.DataFrame, runs: list[PlannedRun]) -> pd.DataFrame:
+    """Mean, min and max over seeds of every column of `table` (rows named like `PlannedRun.name`), per model."""
+    trained = table.loc[[run.name for run in runs]]
+    by_model = trained.groupby([run.label for run in runs], sort=False)
+    return pd.concat({"mean": by_model.mean(), "min": by_model.min(), "max": by_model.max()}, axis=1)
+
+
+def wins(
+    table: pd.DataFrame, seeds: tuple[int, ...], column: Any, better: str = "SSE-PT", worse: str = "SASRec"
+) -> int:
+    """On how many seeds `better` scores strictly above `worse` in `column` of `table`."""
+    return sum(table.loc[f"{better} s{s}", column] > table.loc[f"{worse} s{s}", column] for s in seeds)
+
+
+def export(runs: list[PlannedRun], table: pd.DataFrame, devices: dict[str, str], device: torch.device) -> list[str]:
+    """Record every run in `artifacts/ml1m_results.json` with its history and command, and the first seed's
+    best weights as `artifacts/ml1m_FAMILY_DEVICE.pt` (copied to Drive when mounted); one line per run.
+
+    `table` is the notebook's comparison (rows `PlannedRun.name`, columns (protocol, metric)); `devices`
+    names the device each run trained on.
+    """
+    from helpers.notebook import ARTIFACTS, copy_to_drive, export_run, machine
+
+    lines = []
+    for run in runs:
+        full = table.loc[run.name, "full"]
+        group = f"faithful, {device.type.upper()}" + (f" (bucket {run.train.bucket})" if run.train.bucket else "")
+        record = {"command": run.command(), "device": devices[run.name], "machine": machine(), "group": group,
+                  "full_test": {k: float(full[k]) for k in ("ndcg@10", "hr@10", "mrr")}}
+        weights = f"ml1m_{run.family}_{device.type}.pt" if run.seed == runs[0].seed else None
+        entry = export_run(run.folder, f"{run.family}_{device.type}_s{run.seed}", record, weights_file=weights)
+        saved = copy_to_drive(ARTIFACTS / weights) if weights else None
+        lines.append(f"{run.name}: best epoch {entry['best']['epoch']}, test NDCG@10 "
+                     f"{entry['best']['test_ndcg@10']:.4f}" + (" (weights also on Drive)" if saved else ""))
+    return lines

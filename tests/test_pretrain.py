@@ -1,0 +1,97 @@
+"""Notebook 02's study: its runs, their command lines, their cost and their summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import pretrain, train
+from helpers.model import SSEPTConfig
+from helpers.train import TrainConfig
+
+PLAN = {"item_dim": 16, "user_dim": 8, "maxlen": 20, "p_user": 0.5, "p_item": 0.2}
+
+
+def _runs(tmp_path: Path, seeds: tuple[int, ...] = (0, 1), **train_kw) -> list[pretrain.PlannedRun]:
+    return pretrain.plan(30, 40, seeds, lambda name: tmp_path / name, **PLAN, **train_kw)
+
+
+def test_default_bucket() -> None:
+    assert pretrain.default_bucket("cpu") == pretrain.CPU_BUCKET and pretrain.default_bucket("cuda") == 0
+
+
+def test_plan_is_sse_pt_and_sasrec_per_seed(tmp_path: Path) -> None:
+    runs = _runs(tmp_path, epochs=7, bucket=8)
+    assert [r.name for r in runs] == ["SSE-PT s0", "SASRec s0", "SSE-PT s1", "SASRec s1"]
+    ssept, sasrec = runs[2], runs[3]
+    assert (ssept.model.user_dim, ssept.train.p_user, ssept.train.seed, ssept.train.epochs) == (8, 0.5, 1, 7)
+    assert (sasrec.model.user_dim, sasrec.train.p_user, sasrec.train.p_item) == (0, 0.0, 0.2)
+    assert sasrec.model.item_dim == ssept.model.item_dim == 16 and sasrec.model.maxlen == 20
+    assert ssept.model.attn_dropout == 0.0 and ssept.model.block == "sasrec"  # faithful: pinned architecture
+    assert sasrec.folder == tmp_path / "ml1m-sasrec-s1"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_command_line_trains_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int) -> None:
+    """The printed command, given to the training CLI, builds exactly the planned configs."""
+    run = _runs(tmp_path, epochs=7, eval_every=3, bucket=8, chunks=2, p_sub=0.1)[index]
+    got: dict[str, object] = {}
+
+    class StopError(Exception):
+        pass
+
+    def capture(split, model_config, config, *args, **kwargs):
+        got.update(model=model_config, train=config)
+        raise StopError
+
+    monkeypatch.setattr(train, "fit", capture)
+    monkeypatch.setattr(train, "leave_one_out", lambda data: type("S", (), {"data": data})())
+    monkeypatch.setattr(train, "load", lambda name: type("D", (), {"n_users": 30, "n_items": 40})())
+    argv = run.command().split()[3:]
+    assert argv[argv.index("--out") + 1] == f"runs/ml1m-{run.family}-s0"
+    argv.remove("--resume")  # no stored run to read here
+    with pytest.raises(StopError):
+        train.main(argv)
+    assert got == {"model": run.model, "train": run.train}
+
+
+def test_cost_note_counts_the_epochs_left(tmp_path: Path) -> None:
+    runs = _runs(tmp_path, seeds=(0,), epochs=200)
+    runs[0].folder.mkdir()
+    pd.DataFrame({"epoch": range(1, 6)}).to_csv(runs[0].folder / "history.csv", index=False)
+    note = pretrain.cost_note(runs, {"ssept": (10.0, "box"), "sasrec": (5.0, "box")})
+    assert note.startswith("about to train 395 epochs over 2 runs: about 0.8 h")  # 195 x 10 s + 200 x 5 s
+    assert "10.0 s per SSE-PT epoch, 5.0 s per SASRec epoch; box" in note
+    done = _runs(tmp_path, seeds=(0,), epochs=5)[:1]
+    assert pretrain.cost_note(done, {"ssept": (10.0, "box")}) == "all 1 runs are finished: they are only reloaded"
+
+
+def test_committed_epoch_seconds_by_hand() -> None:
+    def record(group: str, device: str, user_dim: int, seconds: float) -> dict:
+        return {"group": group, "device": device, "model": {"user_dim": user_dim}, "train_seconds": seconds,
+                "epochs": 100, "machine": f"{device} box"}
+
+    results = {"a": record("faithful, CPU", "cpu", 50, 2000.0), "b": record("faithful, CPU", "cpu", 50, 1000.0),
+               "c": record("faithful, CPU", "cpu", 0, 500.0), "d": record("ablation", "cpu", 50, 9e9),
+               "e": record("faithful", "cuda (H200)", 50, 100.0)}
+    assert pretrain.committed_epoch_seconds(results, "cpu") == {"ssept": (15.0, "cpu box"), "sasrec": (5.0, "cpu box")}
+    assert pretrain.committed_epoch_seconds(results, "cuda") == {"ssept": (1.0, "cuda (H200) box")}
+
+
+def test_seed_summary_and_wins(tmp_path: Path) -> None:
+    runs = _runs(tmp_path)
+    table = pd.DataFrame({"ndcg": [0.6, 0.5, 0.4, 0.45, 0.1]},
+                         index=["SSE-PT s0", "SASRec s0", "SSE-PT s1", "SASRec s1", "popularity"])
+    summary = pretrain.seed_summary(table, runs)
+    assert summary.loc["SSE-PT"].to_dict() == pytest.approx({("mean", "ndcg"): 0.5, ("min", "ndcg"): 0.4,
+                                                             ("max", "ndcg"): 0.6})
+    assert list(summary.index) == ["SSE-PT", "SASRec"]
+    assert pretrain.wins(table, (0, 1), "ndcg") == 1
+
+
+def test_plan_uses_the_model_defaults_only_through_presets(tmp_path: Path) -> None:
+    run = _runs(tmp_path)[0]
+    assert isinstance(run.model, SSEPTConfig) and isinstance(run.train, TrainConfig)
+    assert run.train.loss == "bce" and run.train.p_sub == 0.0  # the faithful recipe
