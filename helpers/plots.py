@@ -96,6 +96,21 @@ def fraction_curves(summary: pd.DataFrame, metric: str, ax: Axes | None = None) 
     return ax
 
 
+def validation_curves(curves: pd.DataFrame, metric: str, ax: Axes | None = None,
+                      baselines: dict[str, float] | None = None) -> Axes:
+    """Validation `metric` against epochs, one colour per setup and one thin line per seed (`curves` as
+    `transfer.validation_curves` gives them, for one fraction), with horizontal lines for `baselines`."""
+    ax = _axes(ax)
+    for i, (setup, rows) in enumerate(curves.groupby("setup", sort=False)):
+        for j, (_, run) in enumerate(rows.groupby("seed")):
+            ax.plot(run["epoch"], run[metric], color=f"C{i}", linewidth=1, alpha=0.8, label=setup if j == 0 else None)
+    for j, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, color="grey", linestyle=[":", "-.", "--"][j % 3], linewidth=1, label=name)
+    ax.set(xlabel="epoch", ylabel=metric.upper())
+    ax.legend(fontsize=7)
+    return ax
+
+
 def metric_bars(table: pd.DataFrame, columns: Sequence[str], title: str, ax: Axes | None = None) -> Axes:
     """Grouped horizontal bars: one group per row of `table`, one bar per column, values labelled."""
     ax = ax if ax is not None else plt.subplots(figsize=(7, 0.6 * len(table) + 1))[1]

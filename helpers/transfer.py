@@ -46,7 +46,7 @@ from helpers.data import Split, leave_one_out, load, sha256_of
 from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator, Scorer
 from helpers.model import SSEPTConfig
-from helpers.runs import differences, flatten
+from helpers.runs import RunFolder, differences, flatten
 from helpers.train import TrainConfig, fit
 from helpers.utils import atomic_write, run_cli
 
@@ -204,11 +204,16 @@ def _jobs(setups: tuple[Setup, ...], fractions: tuple[float, ...], seeds: tuple[
     return [(s, f, seed) for seed in seeds for f in fractions for s in setups]
 
 
+def run_folder(run_dir: Path, setup: str, fraction: float, seed: int, key: str) -> Path:
+    """The folder of one run: its setup, fraction, seed and the start of its settings key."""
+    return Path(run_dir) / f"{setup}-f{fraction}-s{seed}-{key[:8]}"
+
+
 def _train_row(split: Split, setup: Setup, fraction: float, seed: int, model_config: SSEPTConfig,
                config: TrainConfig, encoder: Path | None, run_dir: Path, key: str) -> dict[str, Any]:
     """Train one run (resuming its folder) and return its CSV row."""
     t0 = time.perf_counter()
-    result = fit(split, model_config, config, run_dir / f"{setup.name}-f{fraction}-s{seed}-{key[:8]}",
+    result = fit(split, model_config, config, run_folder(run_dir, setup.name, fraction, seed, key),
                  init_from=encoder, resume=True, progress=False, log=lambda _: None)
     hist = result.history
     return {
@@ -273,6 +278,26 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = ("sampled_ndcg@10"
     return summary.sort_values(["setup", "fraction"]).reset_index(drop=True)
 
 
+def validation_curves(frame: pd.DataFrame, run_dir: str | Path, metric: str = "valid_ndcg@10") -> pd.DataFrame:
+    """Every trained run's validation `metric` at each evaluated epoch, read from its run folder's history:
+    one row per (setup, fraction, seed, epoch)."""
+    parts = []
+    for row in frame[frame["kind"] == "model"].itertuples():
+        folder = run_folder(Path(run_dir), row.setup, row.fraction, row.seed, row.settings_key)
+        history = pd.read_csv(RunFolder(folder).history).dropna(subset=[metric])
+        parts.append(pd.DataFrame({"setup": row.setup, "fraction": row.fraction, "seed": row.seed,
+                                   "epoch": history["epoch"], metric: history[metric]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def mean_std_table(summary: pd.DataFrame, metrics: tuple[str, ...], fraction: float) -> pd.DataFrame:
+    """One row per setup at `fraction`: each metric as "mean ± std" over seeds (± 0 for a single run)."""
+    rows = summary[summary["fraction"] == fraction]
+    text = {m: (rows[f"{m}_mean"].map("{:.4f}".format) + " ± " + rows[f"{m}_std"].fillna(0).map("{:.4f}".format))
+            for m in metrics}
+    return pd.DataFrame({m: t.to_numpy() for m, t in text.items()}, index=rows["setup"].astype(str).to_numpy())
+
+
 def gain_over(summary: pd.DataFrame, metric: str, reference: str, setups: tuple[str, ...]) -> pd.DataFrame:
     """Per fraction, each setup's mean `metric` minus `reference`'s (setups that are present)."""
     pivot = summary.pivot(index="fraction", columns="setup", values=f"{metric}_mean")
@@ -311,6 +336,19 @@ def write_summary(summary: pd.DataFrame, path: str | Path, **meta: Any) -> Path:
     """The summary as strict JSON (no NaN), with `meta` (which CSV, which machine, ...)."""
     text = json.dumps({**meta, "rows": strict_records(summary)}, indent=2, allow_nan=False)
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def export_study(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, dest: str | Path) -> list[Path]:
+    """Publish a finished study in `dest` (artifacts/): every row, the strict-JSON summary, the curves."""
+    dest = Path(dest)
+    written = [dest / "wiki1000_transfer.csv", dest / "wiki1000_transfer_curves.csv"]
+    _save(frame, written[0])
+    _save(curves, written[1])
+    models = frame[frame["kind"] == "model"]
+    written.append(write_summary(summary, dest / "wiki1000_transfer_summary.json", csv=written[0].name,
+                                 curves=written[1].name, devices=sorted(models["device"].unique()),
+                                 train_minutes=float(models["train_seconds"].sum() / 60)))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,17 @@ from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator
 from helpers.model import SSEPTConfig, load_checkpoint
 from helpers.train import TrainConfig, fit
-from helpers.transfer import SETUPS, Setup, best_trained_vs_baselines, repeat_users, run_study, summarize, write_summary
+from helpers.transfer import (
+    SETUPS,
+    Setup,
+    best_trained_vs_baselines,
+    mean_std_table,
+    repeat_users,
+    run_study,
+    summarize,
+    validation_curves,
+    write_summary,
+)
 from tests.test_train import SMALL, _synthetic
 
 
@@ -81,6 +91,14 @@ def test_study_on_tiny_data(study: dict) -> None:
     assert np.isfinite(summary["sampled_ndcg@10_mean"]).all()
     assert set(best_trained_vs_baselines(again).index) == {1.0}
 
+    # The curves come from each row's own run folder: its best validation value is the one the row records.
+    curves = validation_curves(frame, study["runs"])
+    best = curves.groupby(["setup", "fraction", "seed"])["valid_ndcg@10"].max()
+    rows = models.set_index(["setup", "fraction", "seed"])
+    np.testing.assert_allclose(best.loc[rows.index].to_numpy(), rows["valid_ndcg@10"].to_numpy(), rtol=1e-12)
+    last, run = curves.groupby("setup")["epoch"].max(), rows.droplevel([1, 2])["epochs_run"]
+    assert (last <= run.loc[last.index]).all() and (last >= run.loc[last.index] - study["train"].eval_every).all()
+
 
 def test_a_changed_setting_is_not_shown_as_the_old_row(study: dict) -> None:
     args = (study["split"], study["encoders"])
@@ -104,6 +122,13 @@ def test_a_changed_setting_is_not_shown_as_the_old_row(study: dict) -> None:
     with pytest.raises(ConfigError, match=r"pretrained.file 'best.pt' -> 'last.pt'.*pretrained.sha256"):
         run_study(study["split"], retrained, study["train"], study["csv"], study["runs"], setups=tuned,
                   fractions=(1.0,), seeds=(0,), progress=False)
+
+
+def test_mean_std_table_by_hand() -> None:
+    summary = pd.DataFrame({"setup": ["a", "b", "a"], "fraction": [1.0, 1.0, 0.1], "x_mean": [0.5, 0.61234, 0.1],
+                            "x_std": [np.nan, 0.1, 0.2]})
+    table = mean_std_table(summary, ("x",), 1.0)
+    assert table.to_dict() == {"x": {"a": "0.5000 ± 0.0000", "b": "0.6123 ± 0.1000"}}
 
 
 def test_summary_json_is_strict(tmp_path: Path) -> None:
