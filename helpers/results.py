@@ -69,3 +69,49 @@ def ablation_table(results: dict[str, dict[str, Any]], device: str, seed: int = 
     if frame["epochs"].nunique() > 1:
         raise ValueError(f"ablation rows trained for different budgets: {sorted(frame['epochs'].unique())}")
     return frame
+
+
+def machine_label(device: str) -> str:
+    """A short name for a recorded device: "cuda (NVIDIA H200)" -> "H200", "cpu" -> "CPU"."""
+    if device.startswith("cuda (") and device.endswith(")"):
+        return device[len("cuda ("):-1].removeprefix("NVIDIA ").strip()
+    return device.upper()
+
+
+def curve_runs(table: pd.DataFrame, group: str | None = None, device: str | None = None,
+               seed: int | None = None) -> dict[str, str]:
+    """Runs of `runs_table` to draw as learning curves, by label: those whose group starts with `group`, on
+    `device`, with `seed` (None: any). The label names what differs: model, seed and machine for a group
+    across machines ("SSE-PT s0 H200"), the run's own name without its machine and seed otherwise ("ce")."""
+    rows = table
+    if group is not None:
+        rows = rows[rows["group"].str.startswith(group)]
+    if device is not None:
+        rows = rows[rows["device"] == device]
+    if seed is not None:
+        rows = rows[rows["seed"] == seed]
+    if device is None:
+        return {f"{r['model']} s{r['seed']} {machine_label(r['device'])}": name for name, r in rows.iterrows()}
+    return {str(name).rsplit("_", 2)[0]: name for name in rows.index}
+
+
+#: Columns of a benchmark run shown in the speed table.
+SPEED_COLUMNS = ("epoch_seconds", "warmup_epoch_seconds", "sequences_per_s", "gflops_achieved",
+                 "gflops_share_of_skinny_matmul", "eval_sampled_seconds", "eval_full_seconds",
+                 "eval_sampled_seconds_batch256", "eval_full_seconds_batch256", "peak_rss_mb_so_far")
+
+
+def speed_table(benchmarks: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per (benchmark file, configuration) of `python -m helpers.bench` outputs, `SPEED_COLUMNS` wide
+    (missing measurements empty)."""
+    frames = {file: pd.DataFrame({name: {c: run.get(c) for c in SPEED_COLUMNS}
+                                  for name, run in bench["runs"].items()}).T
+              for file, bench in benchmarks.items()}
+    return pd.concat(frames, names=["benchmark", "configuration"])
+
+
+def speed_header(file: str, bench: dict[str, Any]) -> str:
+    """One line naming a benchmark's machine, date and matrix-multiply speed."""
+    m = bench["machine"]
+    rates = {k: round(v, 1) for k, v in bench["matmul_gflops"].items()}
+    return f"{file}: {m['device']} · {m['processor']} · torch {m['torch']} · {bench['date']} · matmul GFLOP/s {rates}"

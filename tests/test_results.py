@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from helpers.results import ablation_table, runs_table
+from helpers.results import ablation_table, curve_runs, machine_label, runs_table, speed_table
 
 
 def _record(user_dim: int, p_user: float, p_item: float, p_sub: float = 0.0, epochs: int = 10,
@@ -34,6 +35,25 @@ def test_runs_table_rows() -> None:
     table = runs_table(RESULTS)
     assert table.loc["sasrec", "model"] == "SASRec" and table.loc["both", "model"] == "SSE-PT"
     assert table.loc["pp", "test NDCG@10"] == 0.62 and table.loc["both", "full HR@10"] == 0.2
+
+
+def test_curve_runs_and_machine_labels() -> None:
+    assert machine_label("cuda (NVIDIA H200)") == "H200" and machine_label("cpu") == "CPU"
+    results = copy.deepcopy(RESULTS)
+    results = {"ssept_h200_s0": results["both"], "ssept_cpu_s1": copy.deepcopy(results["both"]),
+               "ce_h200_s0": results["ce"]}
+    results["ssept_h200_s0"]["group"] = "faithful"
+    results["ssept_cpu_s1"].update(group="faithful, CPU (bucket 8)", device="cpu", seed=1)
+    table = runs_table(results)
+    assert curve_runs(table, group="faithful") == {"SSE-PT s0 X": "ssept_h200_s0", "SSE-PT s1 CPU": "ssept_cpu_s1"}
+    assert curve_runs(table, device="cuda (X)", seed=0) == {"ssept": "ssept_h200_s0", "ce": "ce_h200_s0"}
+
+
+def test_speed_table_rows() -> None:
+    bench = {"runs": {"ssept_plain": {"epoch_seconds": 2.5, "notes": "x"}, "sasrec_plain": {"epoch_seconds": 1.0}}}
+    table = speed_table({"a.json": bench})
+    assert table.loc[("a.json", "ssept_plain"), "epoch_seconds"] == 2.5
+    assert pd.isna(table.loc[("a.json", "sasrec_plain"), "eval_full_seconds"])
 
 
 def test_ablation_picks_each_setting_once_in_order() -> None:
