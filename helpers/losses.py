@@ -37,22 +37,23 @@ def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Te
     on how many positions are real. With `dense`, CE scores every position too (ignoring
     padded targets); otherwise only the real rows are gathered first, which saves the
     padded share of the (positions x items) product but waits for the count (on a GPU).
+    Every scoring call gets the window `seq`, which the model's copy bonus (if any) reads.
     """
     parts = kind.split("+")
     hidden = model(users, seq)
     real = pos > 0
     total = torch.zeros((), device=hidden.device)
     if "bce" in parts:
-        pos_logit = model.score_items(hidden, users, pos).float()
-        neg_logit = model.score_items(hidden, users, neg).float()
+        pos_logit = model.score_items(hidden, users, pos, seq).float()
+        neg_logit = model.score_items(hidden, users, neg, seq).float()
         total = total + ((F.softplus(-pos_logit) + F.softplus(neg_logit)) * real).sum()
     if "ce" in parts:
         if dense:
-            logits = model.score_all(hidden, users).float()
+            logits = model.score_all(hidden, users, seq).float()
             total = total + F.cross_entropy(logits.flatten(0, 1), pos.flatten(), ignore_index=0, reduction="sum")
         else:
             rows = real.nonzero(as_tuple=True)[0]
-            logits = model.score_all(hidden[real], users[rows]).float()
+            logits = model.score_all(hidden[real], users[rows], seq, at=real).float()
             total = total + F.cross_entropy(logits, pos[real], reduction="sum")
     return total
 

@@ -13,7 +13,10 @@
 - optional dropout on the attention weights (`attn_dropout`) and inside the
   feed-forward layer after its ReLU (`ffn_dropout`), as the reference implementations do;
 - a final layer norm gives `h_t`; candidate `j` scores
-  `h_t . concat(item_emb[j], user_emb[u] * sqrt(d_u))`.
+  `h_t . concat(item_emb[j], user_emb[u] * sqrt(d_u))`;
+- optionally (`copy_slots` = R > 0; our addition, not part of SSE-PT, docs/copy_bonus.md) a
+  learned recency bonus `copy_bonus[min(d, R)]` for an item last seen d positions back in the
+  input window, added to its score in every scoring path.
 
 Padded positions never influence real ones: they are zeroed after every block and
 masked out as attention keys. A batch may therefore be trimmed to its longest
@@ -43,7 +46,8 @@ BLOCK_FORMS = ("sasrec", "post-norm", "pre-norm")
 SAME_AS_DROPOUT = -1.0
 #: The values of settings added after the first checkpoints were written, as those checkpoints
 #: were trained (the original SASRec form); `from_dict` fills them in whatever the defaults are.
-LEGACY_MODEL_SETTINGS: dict[str, Any] = {"attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec"}
+LEGACY_MODEL_SETTINGS: dict[str, Any] = {"attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec",
+                                          "copy_slots": 0}
 #: Values of a uint16 draw: CPU dropout keeps an element when its draw is >= round(p * DROPOUT_LEVELS).
 DROPOUT_LEVELS = 1 << 16
 #: Layer-norm epsilon, as in the original SASRec (TensorFlow) code.
@@ -65,6 +69,7 @@ class SSEPTConfig:
     attn_dropout: float = SAME_AS_DROPOUT  # on the attention weights; the default takes `dropout`'s value
     ffn_dropout: float = 0.0  # inside the feed-forward layer, after its first linear layer and ReLU
     block: str = "sasrec"  # block form: "sasrec" (queries normed), "post-norm" or "pre-norm"; see BLOCK_FORMS
+    copy_slots: int = 0  # R > 0: learned bonus for items of the input window by recency (docs/copy_bonus.md); 0: off
 
     def __post_init__(self) -> None:
         if self.attn_dropout == SAME_AS_DROPOUT:
@@ -81,6 +86,7 @@ class SSEPTConfig:
             (0.0 <= self.attn_dropout < 1.0, f"attn_dropout must be in [0, 1), got {self.attn_dropout}"),
             (0.0 <= self.ffn_dropout < 1.0, f"ffn_dropout must be in [0, 1), got {self.ffn_dropout}"),
             (self.block in BLOCK_FORMS, f"block must be one of {BLOCK_FORMS}, got {self.block!r}"),
+            (self.copy_slots >= 0, f"copy_slots must be 0 (off) or more, got {self.copy_slots}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -257,14 +263,20 @@ class SSEPT(nn.Module):
             for _ in range(config.num_blocks)
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
+        # Our addition (docs/copy_bonus.md): copy_bonus[min(d, R)] for an item last seen d positions back.
+        # Absent when off, so such a model has exactly the parameters (and checkpoints) it had before.
+        self.copy_bonus = nn.Parameter(torch.zeros(config.copy_slots + 1)) if config.copy_slots else None
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """Xavier for every matrix and embedding, zero biases, padding row kept at zero."""
+        """Xavier for every matrix and embedding, zero biases and copy bonus, padding row kept at zero.
+
+        A zero copy bonus makes a fresh model score exactly as one without it.
+        """
         for name, param in self.named_parameters():
             if param.dim() > 1:
                 nn.init.xavier_uniform_(param)
-            elif name.endswith("bias") and "norm" not in name:
+            elif (name.endswith("bias") and "norm" not in name) or name == "copy_bonus":
                 nn.init.zeros_(param)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
@@ -279,7 +291,8 @@ class SSEPT(nn.Module):
         return self.config.maxlen
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """What transfers between datasets: blocks, position embeddings and layer norms."""
+        """What transfers between datasets: blocks, position embeddings and layer norms (not the copy
+        bonus, which belongs to the target data and trains even under a frozen encoder)."""
         return [*self.pos_emb.parameters(), *self.blocks.parameters(), *self.final_norm.parameters()]
 
     def _user_vectors(self, users: torch.Tensor) -> torch.Tensor | None:
@@ -338,18 +351,75 @@ class SSEPT(nn.Module):
             return hidden[..., :d_i], (user_part * user_vec[:, None, :]).sum(-1)
         return hidden[..., :d_i], (user_part * user_vec).sum(-1)
 
-    def score_items(self, hidden: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of `items` (B, L) at each position of `hidden` (B, L, d)."""
+    def copy_terms(self, seqs: torch.Tensor, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copy bonus of windows `seqs` (B, L) as (items, bonus), each (B, L, L): at position t,
+        slot s names item `seqs[s]`, and `bonus[t, s]` is what that item's score at t gains:
+        `copy_bonus[min(t - s, R)]` when s is the item's most recent position up to t, else 0
+        (padding never gains). `last_only` gives (B, L), for the last position only.
+
+        Each item gains from at most one slot, so adding every slot's bonus to its item is exact.
+        Costs a sort of each window and B x L x L elementwise work (docs/copy_bonus.md).
+        """
+        length = seqs.shape[1]
+        idx = torch.arange(length, device=seqs.device)
+        # Slot s counts for the positions t in [s, next_seen[s]): up to the item's next occurrence.
+        # Sorting by (item, position) puts each occurrence just before the item's next one.
+        order = (seqs * length + idx).argsort(-1)
+        by_item = seqs.gather(1, order)
+        following = torch.where(by_item[:, 1:] == by_item[:, :-1], order[:, 1:], length)
+        following = torch.cat([following, torch.full_like(following[:, :1], length)], dim=1)
+        next_seen = torch.empty_like(seqs).scatter_(1, order, following)
+        next_seen = next_seen.masked_fill(seqs == 0, 0)  # padding counts nowhere
+        t = idx[-1:] if last_only else idx
+        dist = t[:, None] - idx[None, :]  # (T, L)
+        valid = (dist >= 0) & (t[None, :, None] < next_seen[:, None, :])
+        bonus = self.copy_bonus[dist.clamp(0, self.config.copy_slots)] * valid
+        items = seqs[:, None, :].expand_as(valid)
+        return (items[:, 0], bonus[:, 0]) if last_only else (items, bonus)
+
+    def _window_terms(self, hidden: torch.Tensor, seqs: torch.Tensor | None,
+                      at: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`copy_terms` lined up with the rows of `hidden`: (B, L, d) every position of `seqs`,
+        (B, d) after its last position, or (M, d) the positions where the (B, L) mask `at` is True."""
+        if seqs is None:
+            raise ConfigError(f"copy_slots is {self.config.copy_slots}: scoring needs the input window (seqs)")
+        if at is not None:
+            items, bonus = self.copy_terms(seqs)
+            return items[at], bonus[at]
+        if hidden.dim() == 3:
+            if hidden.shape[:2] != seqs.shape:
+                raise ConfigError(f"hidden {tuple(hidden.shape)} does not line up with seqs {tuple(seqs.shape)}")
+            return self.copy_terms(seqs)
+        return self.copy_terms(seqs, last_only=True)
+
+    def score_items(self, hidden: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+                    seqs: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of `items` (B, L) at each position of `hidden` (B, L, d); with `copy_slots` the
+        windows `seqs` (B, L) are needed for the copy bonus."""
         item_part, user_score = self._split_hidden(hidden, users)
         scores = (item_part * self.item_emb(items)).sum(-1)
-        return scores if user_score is None else scores + user_score
+        if user_score is not None:
+            scores = scores + user_score
+        if self.copy_bonus is not None:
+            window, bonus = self._window_terms(hidden, seqs, None)
+            scores = scores + (bonus * (window == items[..., None])).sum(-1).to(scores.dtype)
+        return scores
 
-    def score_all(self, hidden: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Scores of every item id (..., n_items + 1); column 0 (padding) is -inf."""
+    def score_all(self, hidden: torch.Tensor, users: torch.Tensor, seqs: torch.Tensor | None = None,
+                  at: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of every item id (..., n_items + 1); column 0 (padding) is -inf.
+
+        With `copy_slots`, pass the windows `seqs` (B, L) the hidden states came from: `hidden`
+        is (B, L, d) for every position, (B, d) for the last one, or (M, d) for the positions
+        where the (B, L) boolean mask `at` is True (the rows `hidden_all[at]`).
+        """
         item_part, user_score = self._split_hidden(hidden, users)
         scores = item_part @ self.item_emb.weight.T
         if user_score is not None:
             scores = scores + user_score.unsqueeze(-1)
+        if self.copy_bonus is not None:
+            window, bonus = self._window_terms(hidden, seqs, at)
+            scores.scatter_add_(-1, window, bonus.to(scores.dtype))  # each item gains from one slot at most
         scores[..., 0] = float("-inf")
         return scores
 
@@ -358,10 +428,16 @@ class SSEPT(nn.Module):
         """Scores after the last position: (B, C) for candidate ids (B, C), or (B, n_items + 1) for None."""
         last = self.forward(users, seqs, last_only=True)[:, -1, :]
         if candidates is None:
-            return self.score_all(last, users)
+            return self.score_all(last, users, seqs)
         item_part, user_score = self._split_hidden(last, users)
         scores = torch.bmm(self.item_emb(candidates), item_part.unsqueeze(-1)).squeeze(-1)
-        return scores if user_score is None else scores + user_score.unsqueeze(-1)
+        if user_score is not None:
+            scores = scores + user_score.unsqueeze(-1)
+        if self.copy_bonus is not None:
+            window, bonus = self.copy_terms(seqs, last_only=True)  # (B, L)
+            match = window[:, None, :] == candidates[:, :, None]  # (B, C, L)
+            scores = scores + (bonus[:, None, :] * match).sum(-1).to(scores.dtype)
+        return scores
 
 
 def load_model_state(model: SSEPT, state: dict[str, torch.Tensor], source: str) -> None:

@@ -133,7 +133,7 @@ def test_old_config_loads_as_the_original_form(tmp_path: Path) -> None:
     old = {k: v for k, v in model.config.__dict__.items() if k not in LEGACY_MODEL_SETTINGS}
     config = SSEPTConfig.from_dict(old)
     assert {k: getattr(config, k) for k in LEGACY_MODEL_SETTINGS} == {
-        "attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec"}
+        "attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec", "copy_slots": 0}
     save_checkpoint(tmp_path / "old.pt", {"config": old, "model": model.state_dict(), "epoch": 1, "history": []})
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     assert loaded.config == config
