@@ -9,7 +9,9 @@ Setups (each trained until its validation metric stops improving, `TrainConfig.p
   a 10x lower learning rate): SSE-PT, from random weights or from the SSE-PT encoder;
 - `sasrec-scratch`, `sasrec-fine-tune`: SASRec at its ML-1M width (50), from random
   weights or from the SASRec encoder: what a generic sequence encoder transfers;
-- `*-ce`: the same with softmax cross-entropy over all items instead of BCE.
+- `*-ce`: the same with softmax cross-entropy over all items instead of BCE;
+- `*-ce-copy`: the two strongest CE setups with the model's copy bonus (`copy_slots`, our
+  addition, docs/copy_bonus.md): a learned score bonus for items of the user's own window.
 
 Every setup has the architecture of its family's pretrained checkpoint, so scratch and
 pretrained runs are the same model. Each is trained on nested fractions of the training
@@ -19,6 +21,8 @@ users with several seeds and evaluated on the same users and negatives.
 shapes it matches (`settings_key`: setup, model and training config, the pretrained
 file's content hash, fraction, seed, evaluation); a row for the same run under other
 settings is refused, naming the difference, so changed settings never show old results.
+A setting added after rows were recorded counts as absent at the value those rows had
+(`ADDED_SETTINGS`), so the recorded rows keep their keys.
 
 Command line: `python -m helpers.transfer --out DIR [--fractions ...] [--seeds ...]`.
 """
@@ -63,6 +67,7 @@ class Setup:
     freeze_encoder: bool = False  # train only the user and item tables
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder
     loss: str = "bce"  # "bce" or "ce" (softmax over all items)
+    copy_slots: int = 0  # the model's copy bonus (SSEPTConfig.copy_slots; docs/copy_bonus.md); 0: off
 
 
 SETUPS = (
@@ -79,7 +84,19 @@ CE_SETUPS = (
     Setup("sasrec-scratch-ce", family="sasrec", loss="ce"),
     Setup("sasrec-fine-tune-ce", family="sasrec", pretrained=True, loss="ce"),
 )
-ALL_SETUPS = SETUPS + CE_SETUPS
+#: Recency slots R of the copy bonus in the study: distances 0..7 apart, 8 and more share the last slot.
+STUDY_COPY_SLOTS = 8
+#: The two strongest CE setups with the copy bonus (our addition, docs/copy_bonus.md).
+COPY_SETUPS = (
+    Setup("sasrec-scratch-ce-copy", family="sasrec", loss="ce", copy_slots=STUDY_COPY_SLOTS),
+    Setup("fine-tune-ce-copy", pretrained=True, loss="ce", copy_slots=STUDY_COPY_SLOTS),
+)
+ALL_SETUPS = SETUPS + CE_SETUPS + COPY_SETUPS
+#: Settings added after study rows were recorded, at the value those rows were made with, by
+#: (section, name). At that value a setting counts as absent, in the key and in the refusal
+#: check, so the recorded rows keep their keys (as `runs.LEGACY_SETTINGS` keeps run folders
+#: resumable). Never remove an entry while rows recorded without the setting may exist.
+ADDED_SETTINGS: dict[tuple[str, str], Any] = {("setup", "copy_slots"): 0, ("model", "copy_slots"): 0}
 #: The committed ML-1M encoders, by family.
 ENCODERS = {"ssept": ROOT / "artifacts" / "ml1m_ssept_faithful.pt", "sasrec": ROOT / "artifacts" / "ml1m_sasrec.pt"}
 #: How the study trains: validated every 2 epochs on full ranking with the history kept, stopped
@@ -129,7 +146,8 @@ def evaluate_all(model: Scorer, split: Split, seed: int = 0, n_negatives: int = 
 def run_settings(split: Split, setup: Setup, base: SSEPTConfig, train: TrainConfig, fraction: float, seed: int,
                  encoder: Path | None) -> tuple[SSEPTConfig, TrainConfig, dict[str, Any]]:
     """The model and training config of one run, and every setting that shapes its row."""
-    model_config = presets.with_tables(base, split.data.n_users, split.data.n_items)
+    model_config = replace(presets.with_tables(base, split.data.n_users, split.data.n_items),
+                           copy_slots=setup.copy_slots)
     family_train = presets.FAMILIES[setup.family][1]
     config = replace(train, seed=seed, train_fraction=fraction, freeze_encoder=setup.freeze_encoder,
                      encoder_lr_scale=setup.encoder_lr_scale, loss=setup.loss, p_user=family_train["p_user"])
@@ -145,9 +163,20 @@ def baseline_settings(split: Split, name: str, train: TrainConfig, maxlen: int) 
             "dataset": {"name": split.data.name, "users": split.data.n_users, "rows": split.data.n_rows}}
 
 
+def without_added_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` without the `ADDED_SETTINGS` that are at the value older rows had (absent = that value)."""
+    out = dict(settings)
+    for (section, name), value in ADDED_SETTINGS.items():
+        part = out.get(section)
+        if isinstance(part, dict) and name in part and part[name] == value:
+            out[section] = {k: v for k, v in part.items() if k != name}
+    return out
+
+
 def settings_key(settings: dict[str, Any]) -> str:
-    """A short content hash of a settings dict."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short content hash of a settings dict (a setting added later, at its old value, counts as absent)."""
+    text = json.dumps(without_added_defaults(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _save(frame: pd.DataFrame, path: Path) -> None:
@@ -171,7 +200,8 @@ class StudyTable:
         stored = json.loads(same["settings"].iloc[0])
         if same["settings_key"].iloc[0] == settings_key(settings):
             return True
-        diff = differences(flatten_all(stored), flatten_all(json.loads(json.dumps(settings, default=str))))
+        diff = differences(flatten_all(without_added_defaults(stored)),
+                           flatten_all(without_added_defaults(json.loads(json.dumps(settings, default=str)))))
         raise ConfigError(
             f"{self.path} already holds {setup} at fraction {fraction}, seed {seed} under other settings "
             f"({', '.join(diff[:6])}); write this study to another CSV, or delete that file to redo it"
