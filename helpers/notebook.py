@@ -21,9 +21,9 @@ from helpers.data import Split
 from helpers.evaluate import Scorer
 from helpers.recommend import recommend
 from helpers.runs import RunFolder
-from helpers.utils import atomic_write, cpu_name, device_description
+from helpers.utils import COLAB_DRIVE, REPO_ROOT, atomic_write, cpu_name, device_description, relative
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 ARTIFACTS = ROOT / "artifacts"
 # The notebooks' Colab cell clones this before any code of ours exists, so each carries a copy of it;
 # tests/test_notebooks.py keeps every copy (cells and Colab badges) equal to this one.
@@ -31,7 +31,7 @@ REPO_URL = "https://github.com/ssept-pytorch/ssept-pytorch.git"
 SMOKE_ENV = "SSEPT_SMOKE"
 EXPORT_ENV = "SSEPT_EXPORT"
 QUICK_ENV = "SSEPT_QUICK"
-DRIVE = Path("/content/drive/MyDrive")
+DRIVE = COLAB_DRIVE
 DRIVE_FOLDER = "ssept-runs"  # on Drive: run folders, studies, results and figures
 
 
@@ -194,13 +194,3 @@ def pretrained_encoders(committed: dict[str, Path], fresh: dict[str, Path]) -> t
             chosen[family] = Path(path)
             lines.append(f"{family}: the committed encoder {relative(path)}")
     return chosen, lines
-
-
-def relative(path: str | Path) -> str:
-    """`path` relative to the repository root (or as `Drive/...`) so that outputs show no machine paths;
-    only the file name for anything else."""
-    path = Path(path).resolve()
-    for base, prefix in ((ROOT, ""), (DRIVE, "Drive/")):
-        if path.is_relative_to(base):
-            return prefix + str(path.relative_to(base))
-    return path.name

@@ -41,7 +41,7 @@ from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
 from helpers.model import SSEPT, SSEPTConfig, load_model_state
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
-from helpers.utils import FRACTION_STREAM, device_description, get_device, run_cli, seed_everything
+from helpers.utils import FRACTION_STREAM, device_description, get_device, relative, run_cli, seed_everything
 
 #: The validation metric that picks the best epoch and drives early stopping.
 SELECTION_METRIC = "valid_ndcg@10"
@@ -262,12 +262,12 @@ def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, 
     """The state of the folder's newest readable checkpoint (a fresh state if there is none)."""
     latest = folder.load_latest(log)
     if latest is None:
-        log(f"no checkpoint in {folder.path} yet: starting from epoch 0")
+        log(f"no checkpoint in {relative(folder.path)} yet: starting from epoch 0")
         return _State()
     load_model_state(model, latest["model"], str(folder.last))
     optimizer.load_state_dict(latest["optimizer"])
     restore_rng_state(rng, model.dropout_rng, latest["rng"])
-    log(f"resuming {folder.path} from epoch {latest['epoch']}")
+    log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}")
     return _State(list(latest["history"]), dict(latest["best"]), folder.load_best_state(), int(latest["epoch"]))
 
 

@@ -25,6 +25,9 @@ DROPOUT_STREAM = 3
 FRACTION_STREAM = 7
 #: The users whose scores an unknown user's `random` mode averages (`helpers.recommend`).
 UNKNOWN_USER_STREAM = 16
+#: The repository, and Google Drive as Colab mounts it: paths under them are shown relative to them.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COLAB_DRIVE = Path("/content/drive/MyDrive")
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -93,6 +96,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def relative(path: str | Path) -> str:
+    """`path` relative to the repository (or as `Drive/...`), so that printed output shows no machine paths;
+    only the file name for anything else."""
+    path = Path(path).resolve()
+    for base, prefix in ((REPO_ROOT, ""), (COLAB_DRIVE, "Drive/")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return path.name
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
