@@ -101,7 +101,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 def relative(path: str | Path) -> str:
     """`path` relative to the repository (or as `Drive/...`), so that printed output shows no machine paths;
     only the file name for anything else."""
-    path = Path(path).resolve()
+    path = Path(os.path.normpath(Path(path).absolute()))  # symlinks kept: runs/ may link elsewhere
     for base, prefix in ((REPO_ROOT, ""), (COLAB_DRIVE, "Drive/")):
         if path.is_relative_to(base):
             return prefix + str(path.relative_to(base))
