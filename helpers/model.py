@@ -367,7 +367,7 @@ class SSEPT(nn.Module):
         order = (seqs * length + idx).argsort(-1)
         by_item = seqs.gather(1, order)
         following = torch.where(by_item[:, 1:] == by_item[:, :-1], order[:, 1:], length)
-        following = torch.cat([following, torch.full_like(following[:, :1], length)], dim=1)
+        following = torch.cat([following, torch.full_like(seqs[:, :1], length)], dim=1)  # last: none after
         next_seen = torch.empty_like(seqs).scatter_(1, order, following)
         next_seen = next_seen.masked_fill(seqs == 0, 0)  # padding counts nowhere
         t = idx[-1:] if last_only else idx

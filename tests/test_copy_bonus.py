@@ -103,6 +103,19 @@ def test_random_repeat_heavy_windows_match_the_walk_back() -> None:
     assert_close_scaled(model.score_all(hidden, users, seqs)[..., 1:], want[..., 1:])
 
 
+def test_windows_of_one_position() -> None:
+    """The shortest window (a batch trimmed to one position), real or padding, in every path."""
+    model, base = _pair()
+    users, seqs = torch.tensor([1, 2]), torch.tensor([[4], [0]])
+    want = base.predict(users, seqs, None)
+    want[0, 4] += BONUS[0]
+    assert_close_scaled(model.predict(users, seqs, None)[:, 1:], want[:, 1:])
+    assert_close_scaled(model.predict(users, seqs, torch.tensor([[4, 5], [4, 5]])), want[:, [4, 5]])
+    hidden = model(users, seqs)
+    assert_close_scaled(model.score_all(hidden, users, seqs)[:, 0, 1:], want[:, 1:])
+    assert_close_scaled(model.score_items(hidden, users, torch.tensor([[4], [4]]), seqs)[:, 0], want[:, 4])
+
+
 def test_missing_window_is_refused() -> None:
     model, _ = _pair()
     hidden = model(USERS, SEQS)
