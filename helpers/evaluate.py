@@ -1,6 +1,6 @@
 """Evaluate a model (or a baseline) on the validation or test split.
 
-Protocols (see `docs/ssept.md`):
+Protocols (see `docs/model.md`):
 - `sampled`: the held-out item against 100 distinct items the user never interacted
   with, drawn once from a generator seeded by (seed, split), so numbers repeat exactly;
 - `full`: every item, with the items of the user's input history removed by default
@@ -183,7 +183,7 @@ def batch_size_for(device: torch.device) -> int:
     On the 2-core CPU, SSE-PT evaluated all of ML-1M with 32 users per batch in 1.7-2.4 s
     against 2.0-3.5 s with 256, timed in the same processes (`artifacts/bench_cpu_eval.json`);
     the ranks are identical, since each user's scores come from their own row. A GPU is
-    launch-bound, so fewer, larger batches suit it (README, Speed).
+    launch-bound, so fewer, larger batches suit it (docs/speed.md).
     """
     return EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_ELSEWHERE
 

@@ -61,7 +61,7 @@ class TrainConfig:
     p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
     p_sub: float = 0.0  # SSE-PT++: probability of a random window for histories longer than maxlen
-    bucket: int = 0  # >0: sort runs of bucket*batch_size users by length: faster, but see README (Speed)
+    bucket: int = 0  # >0: sort runs of bucket*batch_size users by length: faster, but see docs/speed.md
     chunks: int = 0  # compute each batch as up to N pieces of similar length (same gradient); 0: auto
     eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
     patience: int = 0  # >0: stop after this many evaluations without improvement (epochs is then a cap)
