@@ -33,7 +33,7 @@ RESUMABLE_CHANGES = ("train.epochs",)
 #: folders made before then keep resuming: their run.json lacks the newer keys, and without
 #: these values `prepare` would see a difference from today's settings and refuse the folder.
 #: Never remove an entry while such folders (or committed run records) may exist.
-LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0,
+LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0, "train.copy_lr_scale": 1.0,
                    **{f"model.{k}": v for k, v in LEGACY_MODEL_SETTINGS.items()}}
 #: Recorded only since they existed; a run.json without them is not refused for it.
 CHECKED_WHEN_RECORDED = ("init_from_sha256",)

@@ -73,6 +73,7 @@ class TrainConfig:
     train_fraction: float = 1.0  # share of training users used (nested subsets for one seed)
     freeze_encoder: bool = False  # train only the user/item tables (transfer setup)
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder (transfer setup)
+    copy_lr_scale: float = 1.0  # learning-rate factor for the model's copy bonus (SSEPTConfig.copy_slots)
     amp: bool = False  # bf16 autocast on CUDA (ignored on the CPU; slower for these sizes on an H200)
     compile: str = "off"  # torch.compile the loss: "default", or "reduce-overhead" (CUDA graphs on a GPU)
 
@@ -92,6 +93,7 @@ class TrainConfig:
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
             (0.0 < self.train_fraction <= 1.0, f"train_fraction must be in (0, 1], got {self.train_fraction}"),
             (self.encoder_lr_scale >= 0, f"encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}"),
+            (self.copy_lr_scale > 0, f"copy_lr_scale must be > 0, got {self.copy_lr_scale}"),
         ]
         checks += [(0.0 <= getattr(self, p) <= 1.0, f"{p} must be in [0, 1], got {getattr(self, p)}")
                    for p in ("p_user", "p_item", "p_sub")]
@@ -183,10 +185,15 @@ def transfer_encoder(model: SSEPT, ckpt: dict[str, Any], source: str, same_data:
 
 
 def make_optimizer(model: SSEPT, config: TrainConfig) -> torch.optim.Adam:
-    """Adam over the tables and the encoder (frozen or with its own learning rate)."""
+    """Adam over the tables, the encoder (frozen or with its own learning rate) and the copy bonus (its own
+    learning rate: it has a few parameters that start at zero and must move within the few epochs a run on
+    little data lasts)."""
     encoder = {id(p) for p in model.encoder_parameters()}
-    tables = [p for p in model.parameters() if id(p) not in encoder]
+    copy = [model.copy_bonus] if model.copy_bonus is not None else []
+    tables = [p for p in model.parameters() if id(p) not in encoder and all(p is not c for c in copy)]
     groups: list[dict[str, Any]] = [{"params": tables, "lr": config.lr}]
+    if copy:
+        groups.append({"params": copy, "lr": config.lr * config.copy_lr_scale})
     if config.freeze_encoder:
         for p in model.encoder_parameters():
             p.requires_grad_(False)

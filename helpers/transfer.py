@@ -68,6 +68,7 @@ class Setup:
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder
     loss: str = "bce"  # "bce" or "ce" (softmax over all items)
     copy_slots: int = 0  # the model's copy bonus (SSEPTConfig.copy_slots; docs/copy_bonus.md); 0: off
+    copy_lr_scale: float = 1.0  # learning-rate factor for the copy bonus (TrainConfig.copy_lr_scale)
 
 
 SETUPS = (
@@ -86,17 +87,24 @@ CE_SETUPS = (
 )
 #: Recency slots R of the copy bonus in the study: distances 0..7 apart, 8 and more share the last slot.
 STUDY_COPY_SLOTS = 8
+#: Learning-rate factor of the copy bonus in the study: its 9 parameters start at 0 and Adam moves each by
+#: about lr = 1e-3 per step, so at the base rate they barely move in the few dozen steps a run on 10% of the
+#: users lasts before it stops (about 0.02 in a first try); at 50x they can reach a useful size (1-2) there.
+STUDY_COPY_LR_SCALE = 50.0
 #: The two strongest CE setups with the copy bonus (our addition, docs/copy_bonus.md).
 COPY_SETUPS = (
-    Setup("sasrec-scratch-ce-copy", family="sasrec", loss="ce", copy_slots=STUDY_COPY_SLOTS),
-    Setup("fine-tune-ce-copy", pretrained=True, loss="ce", copy_slots=STUDY_COPY_SLOTS),
+    Setup("sasrec-scratch-ce-copy", family="sasrec", loss="ce", copy_slots=STUDY_COPY_SLOTS,
+          copy_lr_scale=STUDY_COPY_LR_SCALE),
+    Setup("fine-tune-ce-copy", pretrained=True, loss="ce", copy_slots=STUDY_COPY_SLOTS,
+          copy_lr_scale=STUDY_COPY_LR_SCALE),
 )
 ALL_SETUPS = SETUPS + CE_SETUPS + COPY_SETUPS
 #: Settings added after study rows were recorded, at the value those rows were made with, by
 #: (section, name). At that value a setting counts as absent, in the key and in the refusal
 #: check, so the recorded rows keep their keys (as `runs.LEGACY_SETTINGS` keeps run folders
 #: resumable). Never remove an entry while rows recorded without the setting may exist.
-ADDED_SETTINGS: dict[tuple[str, str], Any] = {("setup", "copy_slots"): 0, ("model", "copy_slots"): 0}
+ADDED_SETTINGS: dict[tuple[str, str], Any] = {("setup", "copy_slots"): 0, ("model", "copy_slots"): 0,
+                                              ("setup", "copy_lr_scale"): 1.0, ("train", "copy_lr_scale"): 1.0}
 #: The committed ML-1M encoders, by family.
 ENCODERS = {"ssept": ROOT / "artifacts" / "ml1m_ssept_faithful.pt", "sasrec": ROOT / "artifacts" / "ml1m_sasrec.pt"}
 #: How the study trains: validated every 2 epochs on full ranking with the history kept, stopped
@@ -150,7 +158,8 @@ def run_settings(split: Split, setup: Setup, base: SSEPTConfig, train: TrainConf
                            copy_slots=setup.copy_slots)
     family_train = presets.FAMILIES[setup.family][1]
     config = replace(train, seed=seed, train_fraction=fraction, freeze_encoder=setup.freeze_encoder,
-                     encoder_lr_scale=setup.encoder_lr_scale, loss=setup.loss, p_user=family_train["p_user"])
+                     encoder_lr_scale=setup.encoder_lr_scale, copy_lr_scale=setup.copy_lr_scale, loss=setup.loss,
+                     p_user=family_train["p_user"])
     settings = {"setup": asdict(setup), "model": asdict(model_config), "train": asdict(config),
                 "dataset": {"name": split.data.name, "users": split.data.n_users, "rows": split.data.n_rows},
                 "pretrained": {"file": encoder.name, "sha256": sha256_of(encoder)} if encoder else None}

@@ -19,7 +19,15 @@ from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
 from helpers.runs import RunFolder
 from helpers.train import TrainConfig, fit, make_optimizer, transfer_encoder
 from helpers.train import main as train_main
-from helpers.transfer import COPY_SETUPS, STUDY_COPY_SLOTS, Setup, StudyTable, run_settings, settings_key
+from helpers.transfer import (
+    COPY_SETUPS,
+    STUDY_COPY_LR_SCALE,
+    STUDY_COPY_SLOTS,
+    Setup,
+    StudyTable,
+    run_settings,
+    settings_key,
+)
 from tests.test_train import SMALL, _synthetic
 from tests.tolerance import assert_close_scaled
 
@@ -198,6 +206,22 @@ def test_frozen_encoder_still_trains_the_bonus() -> None:
     assert all(torch.equal(model.state_dict()[k], v) for k, v in encoder.items())
 
 
+def test_copy_bonus_has_its_own_learning_rate() -> None:
+    """Adam's first step moves each parameter by lr times its group's factor (the sign of its gradient)."""
+    model, _ = _pair(dropout=0.0)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-3, copy_lr_scale=50.0, loss="ce"))
+    before = model.copy_bonus.detach().clone()
+    loss_sum(model.train(), USERS, SEQS, torch.tensor([[0, 5, 3, 9, 7, 1], [4, 8, 2, 6, 11, 4]]), None, "ce",
+             False).backward()
+    moved = model.copy_bonus.grad != 0
+    optimizer.step()
+    step = (model.copy_bonus.detach() - before).abs()
+    assert moved.any() and torch.allclose(step[moved], torch.full_like(step[moved], 0.05), rtol=1e-4)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 0.05, 1e-3]  # tables, copy bonus, encoder
+    with pytest.raises(ConfigError, match="copy_lr_scale"):
+        TrainConfig(copy_lr_scale=0.0)
+
+
 def test_encoder_transfer_leaves_the_bonus_alone() -> None:
     """Transfer copies the encoder (and, on the same data, the tables), never the source's copy bonus."""
     source, _ = _pair()
@@ -245,8 +269,9 @@ def test_study_key_treats_copy_slots_zero_as_absent(tmp_path: Path) -> None:
     train = TrainConfig(epochs=2)
     settings = run_settings(split, Setup("scratch"), base, train, 1.0, 0, None)[2]
     assert settings["model"]["copy_slots"] == 0 and settings["setup"]["copy_slots"] == 0
-    recorded = json.loads(json.dumps(settings))  # as a row written before the field existed
+    recorded = json.loads(json.dumps(settings))  # as a row written before the fields existed
     del recorded["model"]["copy_slots"], recorded["setup"]["copy_slots"]
+    del recorded["setup"]["copy_lr_scale"], recorded["train"]["copy_lr_scale"]
     assert settings_key(recorded) == settings_key(settings)
     table = StudyTable(tmp_path / "study.csv")
     table.add({"setup": "scratch", "fraction": 1.0, "seed": 0, "kind": "model"}, recorded)
@@ -259,6 +284,7 @@ def test_study_key_treats_copy_slots_zero_as_absent(tmp_path: Path) -> None:
     # The copy setups carry the study's R into the model config, and so get their own keys.
     copy = run_settings(split, replace(COPY_SETUPS[0], family="ssept"), base, train, 1.0, 0, None)
     assert copy[0].copy_slots == STUDY_COPY_SLOTS == copy[2]["model"]["copy_slots"]
+    assert copy[1].copy_lr_scale == STUDY_COPY_LR_SCALE == copy[2]["train"]["copy_lr_scale"]
     assert settings_key(copy[2]) != settings_key({**settings, "setup": copy[2]["setup"]})
 
 
