@@ -11,6 +11,11 @@ from matplotlib.axes import Axes
 
 from helpers.data import SequenceData, item_popularity, stats
 
+#: Distinct colours for up to 20 lines (the transfer study draws 14: setups and baselines).
+PALETTE = plt.get_cmap("tab20").colors
+#: The trivial baselines, drawn dashed beside the trained setups.
+BASELINE_NAMES = ("popularity", "repeat-last", "most-frequent")
+
 
 def _axes(ax: Axes | None) -> Axes:
     return ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
@@ -86,10 +91,11 @@ def fraction_curves(summary: pd.DataFrame, metric: str, ax: Axes | None = None) 
     `summary` has columns setup, fraction, `{metric}_mean` and `{metric}_std`.
     """
     ax = _axes(ax)
-    for setup, rows in summary.groupby("setup", sort=False):
+    for i, (setup, rows) in enumerate(summary.groupby("setup", sort=False, observed=True)):
         rows = rows.sort_values("fraction")
         ax.errorbar(rows["fraction"] * 100, rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0),
-                    marker="o", capsize=3, label=setup)
+                    marker="o", capsize=3, label=setup, color=PALETTE[i % len(PALETTE)],
+                    linestyle="--" if setup in BASELINE_NAMES else "-")
     ax.set(xscale="log", xlabel="training users (%)", ylabel=metric.upper())
     ax.set_xticks([10, 25, 50, 100], ["10", "25", "50", "100"])
     ax.legend(fontsize=7)
@@ -103,7 +109,8 @@ def validation_curves(curves: pd.DataFrame, metric: str, ax: Axes | None = None,
     ax = _axes(ax)
     for i, (setup, rows) in enumerate(curves.groupby("setup", sort=False)):
         for j, (_, run) in enumerate(rows.groupby("seed")):
-            ax.plot(run["epoch"], run[metric], color=f"C{i}", linewidth=1, alpha=0.8, label=setup if j == 0 else None)
+            ax.plot(run["epoch"], run[metric], color=PALETTE[(i + len(BASELINE_NAMES)) % len(PALETTE)], linewidth=1,
+                    alpha=0.8, label=setup if j == 0 else None)
     for j, (name, value) in enumerate((baselines or {}).items()):
         ax.axhline(value, color="grey", linestyle=[":", "-.", "--"][j % 3], linewidth=1, label=name)
     ax.set(xlabel="epoch", ylabel=metric.upper())
