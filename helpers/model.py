@@ -39,6 +39,9 @@ from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError
 from helpers.utils import DROPOUT_STREAM
 
+#: The encoder, what transfers between datasets: parameter names starting with these.
+ENCODER_PREFIXES = ("pos_emb.", "blocks.", "final_norm.")
+
 #: Block forms: where the layer norms sit around attention and the feed-forward layer.
 BLOCK_FORMS = ("sasrec", "post-norm", "pre-norm")
 #: `attn_dropout`'s default: use the value of `dropout` (as the reference implementations do).
@@ -291,9 +294,9 @@ class SSEPT(nn.Module):
         return self.config.maxlen
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """What transfers between datasets: blocks, position embeddings and layer norms (not the copy
-        bonus, which belongs to the target data and trains even under a frozen encoder)."""
-        return [*self.pos_emb.parameters(), *self.blocks.parameters(), *self.final_norm.parameters()]
+        """What transfers between datasets (`ENCODER_PREFIXES`): blocks, position embeddings and layer norms
+        (not the copy bonus, which belongs to the target data and trains even under a frozen encoder)."""
+        return [p for name, p in self.named_parameters() if name.startswith(ENCODER_PREFIXES)]
 
     def _user_vectors(self, users: torch.Tensor) -> torch.Tensor | None:
         if self.user_emb is None:
@@ -454,6 +457,26 @@ def load_model_state(model: SSEPT, state: dict[str, torch.Tensor], source: str) 
             f"{source}: weights do not fit the model config ({'; '.join(p for p in parts if p)})"
         )
     model.load_state_dict(state)
+
+
+def transfer_encoder(model: SSEPT, ckpt: dict[str, Any], source: str, same_data: bool) -> list[str]:
+    """Copy blocks, position embeddings and the final norm (and the tables if `same_data`)."""
+    src = SSEPTConfig.from_dict(ckpt["config"])
+    dst = model.config
+    for attr in ("dim", "maxlen", "num_blocks", "num_heads"):
+        if getattr(src, attr) != getattr(dst, attr):
+            raise ConfigError(
+                f"init_from {source}: its {attr} is {getattr(src, attr)} but the new config has "
+                f"{getattr(dst, attr)}; the encoder can only be copied between equal shapes"
+            )
+    prefixes = ENCODER_PREFIXES
+    if same_data and (src.n_users, src.n_items, src.user_dim) == (dst.n_users, dst.n_items, dst.user_dim):
+        prefixes += ("item_emb.", "user_emb.")
+    state = {k: v for k, v in ckpt["model"].items() if k.startswith(prefixes)}
+    own = model.state_dict()
+    own.update(state)
+    load_model_state(model, own, source)
+    return sorted(state)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SSEPT, dict[str, Any]]:

@@ -38,7 +38,7 @@ from helpers.errors import ConfigError, NonFiniteError
 from helpers.evaluate import SAMPLED_NEGATIVES, SELECTION_PROTOCOLS, Evaluator
 from helpers.fetch import sha256_of
 from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
-from helpers.model import SSEPT, SSEPTConfig, load_model_state
+from helpers.model import SSEPT, SSEPTConfig, load_model_state, transfer_encoder
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
 from helpers.utils import FRACTION_STREAM, device_description, get_device, relative, run_cli, seed_everything
@@ -162,26 +162,6 @@ def train_epoch(
         optimizer.step()
         count += batch.n_positions
     return total.item() / max(count, 1)  # the only wait for the device in an epoch
-
-
-def transfer_encoder(model: SSEPT, ckpt: dict[str, Any], source: str, same_data: bool) -> list[str]:
-    """Copy blocks, position embeddings and the final norm (and the tables if `same_data`)."""
-    src = SSEPTConfig.from_dict(ckpt["config"])
-    dst = model.config
-    for attr in ("dim", "maxlen", "num_blocks", "num_heads"):
-        if getattr(src, attr) != getattr(dst, attr):
-            raise ConfigError(
-                f"init_from {source}: its {attr} is {getattr(src, attr)} but the new config has "
-                f"{getattr(dst, attr)}; the encoder can only be copied between equal shapes"
-            )
-    prefixes = ("pos_emb.", "blocks.", "final_norm.")
-    if same_data and (src.n_users, src.n_items, src.user_dim) == (dst.n_users, dst.n_items, dst.user_dim):
-        prefixes += ("item_emb.", "user_emb.")
-    state = {k: v for k, v in ckpt["model"].items() if k.startswith(prefixes)}
-    own = model.state_dict()
-    own.update(state)
-    load_model_state(model, own, source)
-    return sorted(state)
 
 
 def make_optimizer(model: SSEPT, config: TrainConfig) -> torch.optim.Adam:

@@ -15,9 +15,9 @@ from helpers import data
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import ConfigError
 from helpers.losses import loss_sum
-from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
+from helpers.model import SSEPT, SSEPTConfig, load_checkpoint, transfer_encoder
 from helpers.runs import RunFolder
-from helpers.train import TrainConfig, fit, make_optimizer, transfer_encoder
+from helpers.train import TrainConfig, fit, make_optimizer
 from helpers.train import main as train_main
 from helpers.transfer import (
     COPY_SETUPS,

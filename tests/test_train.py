@@ -21,7 +21,7 @@ from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator
 from helpers.losses import compute_loss, loss_sum, make_loss_fn
-from helpers.model import SSEPT, SSEPTConfig, load_checkpoint
+from helpers.model import SSEPT, SSEPTConfig, load_checkpoint, transfer_encoder
 from helpers.sampler import TrainSampler
 from helpers.train import (
     TrainConfig,
@@ -29,7 +29,6 @@ from helpers.train import (
     make_optimizer,
     pieces_per_batch,
     train_epoch,
-    transfer_encoder,
 )
 from helpers.train import main as train_main
 from tests.tolerance import assert_close_scaled
