@@ -210,7 +210,13 @@ def test_compiled_loss_trains_like_eager(tmp_path: Path) -> None:
         model = SSEPT(_config(split, dropout=0.2))
         model.seed_dropout(0)
         sampler = TrainSampler(split, 16, 30, np.random.default_rng(0), 0.5, 0.1)
-        loss = train_epoch(model, sampler, make_optimizer(model, tc), tc, torch.device("cpu"))
+        try:
+            loss = train_epoch(model, sampler, make_optimizer(model, tc), tc, torch.device("cpu"))
+        except Exception as err:  # only the C++ toolchain failing on inductor's code is a reason to skip
+            if "CppCompileError" not in f"{type(err).__name__}: {err}":
+                raise
+            pytest.skip(f"torch.compile's C++ backend cannot build here ({type(err).__name__}; e.g. under "
+                        "ATEN_CPU_CAPABILITY=default, whose headers lack the vector types inductor emits)")
         scores = model.eval().predict(torch.from_numpy(probe.users), torch.from_numpy(probe.seq), None)
         out.append((loss, scores[:, 1:]))
     assert make_loss_fn("default") is not loss_sum  # the compiled path really ran
