@@ -26,10 +26,13 @@ ml100k() {  # ml-100k runs of the given variants, 2 seeds each
   done
 }
 
-long() {  # ML-1M with the paper's long-history settings (maxlen 200, dropout 0.2), seed 0, a short budget
-  # only: a 200-epoch run costs ~25+ minutes on this CPU.
+long() {  # ML-1M with the paper's long-history settings (maxlen 200, dropout 0.2), 2 seeds, a short budget
+  # only (LONG_EPOCHS, default 60: about 13 s an epoch here, one thread; a 200-epoch run would take 45 min or more).
+  # Runs resume their folders, so a larger LONG_EPOCHS continues the same runs.
   for variant in "$@"; do
-    $RUN --dataset ml-1m --variant "$variant" --seed 0 --epochs "${LONG_EPOCHS:-20}"
+    for seed in 0 1; do
+      $RUN --dataset ml-1m --variant "$variant" --seed "$seed" --epochs "${LONG_EPOCHS:-60}"
+    done
   done
 }
 
