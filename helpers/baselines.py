@@ -64,6 +64,10 @@ class MostFrequent(_Baseline):
         return scores.scatter_add_(1, seqs, torch.ones_like(seqs, dtype=scores.dtype))
 
 
+#: The baselines' names (as they appear in result tables).
+BASELINE_NAMES = (Popularity.name, RepeatLast.name, MostFrequent.name)
+
+
 def all_baselines(split: Split, maxlen: int = 200) -> list[_Baseline]:
     """Popularity, repeat-last and most-frequent for this split."""
     n = split.data.n_items

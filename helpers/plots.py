@@ -9,12 +9,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from helpers.baselines import BASELINE_NAMES
 from helpers.data import SequenceData, item_popularity, stats
 
 #: Distinct colours for up to 20 lines (the transfer study draws 14: setups and baselines).
 PALETTE = plt.get_cmap("tab20").colors
-#: The trivial baselines, drawn dashed beside the trained setups.
-BASELINE_NAMES = ("popularity", "repeat-last", "most-frequent")
+
+
+def _colours(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per name, the same in every figure: the baselines first, then the other names in the
+    order given (so a setup keeps its colour whether or not the baselines are drawn)."""
+    others = [n for n in dict.fromkeys(names) if n not in BASELINE_NAMES]
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate([*BASELINE_NAMES, *others])}
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -91,10 +97,11 @@ def fraction_curves(summary: pd.DataFrame, metric: str, ax: Axes | None = None) 
     `summary` has columns setup, fraction, `{metric}_mean` and `{metric}_std`.
     """
     ax = _axes(ax)
-    for i, (setup, rows) in enumerate(summary.groupby("setup", sort=False, observed=True)):
+    colours = _colours(summary["setup"].astype(str).tolist())
+    for setup, rows in summary.groupby("setup", sort=False, observed=True):
         rows = rows.sort_values("fraction")
         ax.errorbar(rows["fraction"] * 100, rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0),
-                    marker="o", capsize=3, label=setup, color=PALETTE[i % len(PALETTE)],
+                    marker="o", capsize=3, label=setup, color=colours[str(setup)],
                     linestyle="--" if setup in BASELINE_NAMES else "-")
     ax.set(xscale="log", xlabel="training users (%)", ylabel=metric.upper())
     ax.set_xticks([10, 25, 50, 100], ["10", "25", "50", "100"])
@@ -107,10 +114,11 @@ def validation_curves(curves: pd.DataFrame, metric: str, ax: Axes | None = None,
     """Validation `metric` against epochs, one colour per setup and one thin line per seed (`curves` as
     `transfer.validation_curves` gives them, for one fraction), with horizontal lines for `baselines`."""
     ax = _axes(ax)
-    for i, (setup, rows) in enumerate(curves.groupby("setup", sort=False)):
+    colours = _colours(curves["setup"].astype(str).tolist())
+    for setup, rows in curves.groupby("setup", sort=False):
         for j, (_, run) in enumerate(rows.groupby("seed")):
-            ax.plot(run["epoch"], run[metric], color=PALETTE[(i + len(BASELINE_NAMES)) % len(PALETTE)], linewidth=1,
-                    alpha=0.8, label=setup if j == 0 else None)
+            ax.plot(run["epoch"], run[metric], color=colours[str(setup)], linewidth=1, alpha=0.8,
+                    label=setup if j == 0 else None)
     for j, (name, value) in enumerate((baselines or {}).items()):
         ax.axhline(value, color="grey", linestyle=[":", "-.", "--"][j % 3], linewidth=1, label=name)
     ax.set(xlabel="epoch", ylabel=metric.upper())

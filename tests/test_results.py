@@ -86,3 +86,12 @@ def test_notebook_03_prefers_a_freshly_trained_encoder(tmp_path) -> None:
     assert lines == ["ssept: the encoder notebook 02 trained in this environment (best.pt)",
                      "sasrec: the committed encoder artifacts/ml1m_sasrec.pt"]
     assert str(tmp_path) not in " ".join(lines)  # no path of this machine in a notebook's output
+
+
+def test_a_setup_keeps_its_colour_with_or_without_the_baselines() -> None:
+    from helpers.plots import _colours
+
+    with_baselines = _colours(["popularity", "repeat-last", "most-frequent", "scratch", "fine-tune"])
+    without = _colours(["scratch", "fine-tune"])
+    assert with_baselines["fine-tune"] == without["fine-tune"] != without["scratch"]
+    assert len(set(with_baselines.values())) == 5
