@@ -31,6 +31,7 @@ import re
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,27 @@ def bench_settings(args: argparse.Namespace, data: SequenceData) -> dict[str, An
             "batch_size": train.batch_size, "layouts": args.layouts, "epochs_timed": args.epochs}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything the benchmark measures, as one JSON-able dict."""
+def bench_row(split: Split, family: str, layout: str, device: torch.device, args: argparse.Namespace,
+              skinny_gflops: float) -> dict[str, Any]:
+    """Training and evaluation timings of one model family in one layout, with the peak memory."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model_config, train = bench_configs(family, split.data, layout)
+    row = bench_training(split, model_config, train, device, args.epochs)
+    row.update(bench_eval(split, row.pop("model"), device, compare_batches=tuple(args.eval_batches)))
+    row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / skinny_gflops
+    row["peak_rss_mb_so_far"] = peak_rss_mb()
+    if device.type == "cuda":
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
+
+
+def run(args: argparse.Namespace, on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Everything the benchmark measures, as one JSON-able dict.
+
+    A layout that raises is recorded with its error instead of its timings, and the others
+    still run; `on_row` gets the result so far after each layout (the CLI writes it out).
+    """
     device = get_device(args.device)
     split = leave_one_out(load("ml-1m"))
     result: dict[str, Any] = {
@@ -228,12 +248,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     for name in args.models:
         for layout in args.layouts:
-            model_config, train = bench_configs(name, split.data, layout)
-            row = bench_training(split, model_config, train, device, args.epochs)
-            row.update(bench_eval(split, row.pop("model"), device, compare_batches=tuple(args.eval_batches)))
-            row["gflops_share_of_skinny_matmul"] = row["gflops_achieved"] / result["matmul_gflops"]["skinny"]
-            row["peak_rss_mb_so_far"] = peak_rss_mb()
+            try:
+                row = bench_row(split, name, layout, device, args, result["matmul_gflops"]["skinny"])
+            except Exception as err:  # noqa: BLE001 - a mode that fails (say, compiling on a new GPU) is a result
+                row = {"error": f"{type(err).__name__}: {str(err)[:2000]}"}
             result["runs"][f"{name}_{layout}"] = row
+            if on_row is not None:
+                on_row(result)
     if args.scale:
         data = synthetic(split.data, SCALE_USERS, SCALE_ITEMS)
         big = leave_one_out(data)
@@ -270,9 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-layout", type=layout_name, default="chunks4", help="batch layout for --scale")
     parser.add_argument("--out", default="runs/bench.json", help="JSON output file")
     args = parser.parse_args(argv)
-    result = run(args)
-    text = json.dumps(result, indent=2)
-    atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+
+    def write(result: dict[str, Any]) -> None:
+        text = json.dumps(result, indent=2)
+        atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+
+    result = run(args, on_row=write)
+    write(result)
     print(f"{result['machine']['device']}; matmul GFLOP/s: "
           + ", ".join(f"{k} {v:.1f}" for k, v in result["matmul_gflops"].items()))
     print(table(result))

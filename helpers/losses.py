@@ -62,13 +62,16 @@ def loss_sum(model: SSEPT, users: torch.Tensor, seq: torch.Tensor, pos: torch.Te
 def make_loss_fn(mode: str) -> LossFn:
     """`loss_sum` for "off", else its torch.compile'd version in that mode (one per mode and process).
 
-    Compiling costs tens of seconds in the first steps (and again for each new batch shape
-    until shapes are treated as dynamic); it pays off when launches, not arithmetic, bound
-    the step, as on a GPU (docs/speed.md).
+    Compiling costs tens of seconds in the first steps; it pays off when launches, not
+    arithmetic, bound the step, as on a GPU (docs/speed.md). "default" compiles again for a
+    second batch shape, then treats the shapes as dynamic. "reduce-overhead" (CUDA graphs)
+    keeps shapes static: one graph per batch shape, and ML-1M's batches have about two (full
+    batches padded to maxlen, and the last one); past dynamo's cache limit (8 shapes) the
+    extra shapes run eagerly.
     """
     if mode == "off":
         return loss_sum
-    return torch.compile(loss_sum, mode=mode)
+    return torch.compile(loss_sum, mode=mode, dynamic=False if mode == "reduce-overhead" else None)
 
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

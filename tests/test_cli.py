@@ -110,14 +110,19 @@ def test_export_run_writes_small_artifacts(tmp_path: Path) -> None:
     assert "machine" in record.index and record.loc["param EPOCHS", "value"] == "2"
 
 
+def _tiny_pairs(tmp_path: Path) -> data.SequenceData:
+    """30 users with 6 distinct items each out of 120, written to and read from a 'user item' file."""
+    rng = np.random.default_rng(0)
+    lines = [f"{u} {i}" for u in range(1, 31) for i in rng.choice(np.arange(1, 121), size=6, replace=False)]
+    (tmp_path / "d.txt").write_text("\n".join(lines) + "\n")
+    return data.read_pairs(tmp_path / "d.txt")
+
+
 def test_bench_eval_times_every_user_at_each_batch_size(tmp_path: Path) -> None:
     from helpers.bench import bench_eval
     from helpers.model import SSEPT, SSEPTConfig
 
-    rng = np.random.default_rng(0)
-    lines = [f"{u} {i}" for u in range(1, 31) for i in rng.choice(np.arange(1, 121), size=6, replace=False)]
-    (tmp_path / "d.txt").write_text("\n".join(lines) + "\n")
-    split = data.leave_one_out(data.read_pairs(tmp_path / "d.txt"))
+    split = data.leave_one_out(_tiny_pairs(tmp_path))
     model = SSEPT(SSEPTConfig(split.data.n_users, split.data.n_items, item_dim=8, user_dim=4, maxlen=10))
     out = bench_eval(split, model, torch.device("cpu"), compare_batches=(7,), repeats=1)
     assert out["eval_users"] == split.eval_users.size == 30
@@ -132,10 +137,7 @@ def test_bench_times_the_preset_models_through_fits_setup(tmp_path: Path) -> Non
     from helpers import presets
     from helpers.bench import BENCH_RECIPE, bench_configs, bench_training
 
-    rng = np.random.default_rng(0)
-    lines = [f"{u} {i}" for u in range(1, 31) for i in rng.choice(np.arange(1, 121), size=6, replace=False)]
-    (tmp_path / "d.txt").write_text("\n".join(lines) + "\n")
-    split = data.leave_one_out(data.read_pairs(tmp_path / "d.txt"))
+    split = data.leave_one_out(_tiny_pairs(tmp_path))
     for family in presets.FAMILIES:
         model_config, train = bench_configs(family, split.data, "chunks2-fp32")
         assert model_config == presets.model_config(family, split.data.n_users, split.data.n_items, BENCH_RECIPE)
@@ -144,3 +146,27 @@ def test_bench_times_the_preset_models_through_fits_setup(tmp_path: Path) -> Non
     small = replace(model_config, item_dim=8, maxlen=10)
     row = bench_training(split, small, replace(train, batch_size=8), torch.device("cpu"), epochs=1)
     assert row["timed_batches"] == 4 and np.isfinite(row["final_loss"])
+
+
+def test_bench_records_a_failing_layout_and_writes_after_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layout that raises (a compile mode failing on a new GPU, say) is a result with its error;
+    the other layouts still run, and the result so far is handed out after every layout."""
+    from helpers import bench
+
+    monkeypatch.setattr(bench, "load", lambda name: _tiny_pairs(tmp_path))
+    monkeypatch.setattr(bench, "matmul_gflops", lambda device: {"skinny": 1.0, "square": 1.0})
+
+    def fake_row(split, family, layout, device, args, skinny):  # noqa: ANN001, ANN202
+        if layout.endswith("-graphs"):
+            raise RuntimeError("no CUDA graphs here")
+        return {"epoch_seconds": 1.0}
+
+    monkeypatch.setattr(bench, "bench_row", fake_row)
+    seen: list[list[str]] = []
+    args = argparse.Namespace(models=["ssept"], layouts=["plain-fp32", "plain-fp32-graphs", "plain"],
+                              device="cpu", epochs=1, eval_batches=[], scale=False)
+    result = bench.run(args, on_row=lambda r: seen.append(list(r["runs"])))
+    assert result["runs"]["ssept_plain-fp32-graphs"] == {"error": "RuntimeError: no CUDA graphs here"}
+    assert result["runs"]["ssept_plain"] == {"epoch_seconds": 1.0}
+    assert seen == [["ssept_plain-fp32"], ["ssept_plain-fp32", "ssept_plain-fp32-graphs"],
+                    ["ssept_plain-fp32", "ssept_plain-fp32-graphs", "ssept_plain"]]
