@@ -69,6 +69,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reference": {"block": "post-norm", "attn_dropout": "DROPOUT", "ffn_dropout": "DROPOUT"},
 }
 
+#: Not a variant of the paper's settings but what a user gets: the command line's SASRec
+#: (`python -m helpers.train --model sasrec --maxlen 50 --dropout 0.5`), i.e. the kind's maxlen
+#: and dropout with every other model and training setting at its default (item SSE included).
+CLI_DEFAULT = "cli-default"
+#: Every name `--variant` takes, in the order of the results table.
+VARIANT_NAMES = (*VARIANTS, CLI_DEFAULT)
+
 
 def keep_last(data: SequenceData, k: int, name: str) -> SequenceData:
     """Each user's last `k` interactions (all of them if fewer), id spaces unchanged."""
@@ -93,9 +100,15 @@ def proxy_dataset(name: str) -> SequenceData:
 def study_configs(dataset: str, variant: str, n_users: int, n_items: int, seed: int, epochs: int,
                   eval_every: int) -> tuple[SSEPTConfig, TrainConfig]:
     """The model and training settings of one run of the study."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    if variant not in VARIANT_NAMES:
+        raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(VARIANT_NAMES)}")
     model_kw, train_kw = SETTINGS[PROXIES[dataset][2]]
+    if variant == CLI_DEFAULT:
+        from helpers import presets  # presets builds on helpers.train, as this module does
+
+        kind = {k: model_kw[k] for k in ("maxlen", "dropout")}
+        return (presets.model_config("sasrec", n_users, n_items, "defaults", **kind),
+                presets.train_config("sasrec", "defaults", seed=seed, epochs=epochs, eval_every=eval_every))
     extra = {k: model_kw["dropout"] if v == "DROPOUT" else v for k, v in VARIANTS[variant].items()}
     # Every variant setting is written out, so a run does not depend on the dataclass defaults.
     model = SSEPTConfig(n_users=n_users, n_items=n_items, **model_kw,
@@ -158,7 +171,7 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     curve is at the end of the budget.
     """
     keys = ["dataset", "train.epochs", "variant"]
-    order = {v: i for i, v in enumerate(VARIANTS)}
+    order = {v: i for i, v in enumerate(VARIANT_NAMES)}
     grouped = frame.groupby(keys, sort=False)
     metrics = ["valid_ndcg@10", "final_valid_ndcg@10", "test_ndcg@10", "test_hr@10", "train_seconds"]
     out = grouped[[m for m in metrics if m in frame]].mean()
@@ -280,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one study run (and append its row), or print the summary table."""
     parser = argparse.ArgumentParser(prog="python -m helpers.short_histories", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=tuple(PROXIES), help="study dataset")
-    parser.add_argument("--variant", choices=tuple(VARIANTS), help="model variant")
+    parser.add_argument("--variant", choices=VARIANT_NAMES, help="model variant")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--epochs", type=int, default=200, help="epoch budget")
     parser.add_argument("--eval-every", type=int, default=10, help="validate every N epochs")

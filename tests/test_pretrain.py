@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import pretrain, train
+from helpers import pretrain
 from helpers.model import SSEPTConfig
 from helpers.train import TrainConfig
+from tests.test_train import cli_configs
 
 PLAN = {"item_dim": 16, "user_dim": 8, "maxlen": 20, "p_user": 0.5, "p_item": 0.2}
 
@@ -37,24 +38,10 @@ def test_plan_is_sse_pt_and_sasrec_per_seed(tmp_path: Path) -> None:
 def test_command_line_trains_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int) -> None:
     """The printed command, given to the training CLI, builds exactly the planned configs."""
     run = _runs(tmp_path, epochs=7, eval_every=3, bucket=8, chunks=2, p_sub=0.1)[index]
-    got: dict[str, object] = {}
-
-    class StopError(Exception):
-        pass
-
-    def capture(split, model_config, config, *args, **kwargs):
-        got.update(model=model_config, train=config)
-        raise StopError
-
-    monkeypatch.setattr(train, "fit", capture)
-    monkeypatch.setattr(train, "leave_one_out", lambda data: type("S", (), {"data": data})())
-    monkeypatch.setattr(train, "load", lambda name: type("D", (), {"n_users": 30, "n_items": 40})())
     argv = run.command().split()[3:]
     assert argv[argv.index("--out") + 1] == f"runs/ml1m-{run.family}-s0"
     argv.remove("--resume")  # no stored run to read here
-    with pytest.raises(StopError):
-        train.main(argv)
-    assert got == {"model": run.model, "train": run.train}
+    assert cli_configs(monkeypatch, argv) == (run.model, run.train)
 
 
 def test_cost_note_counts_the_epochs_left(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import torch
 from helpers import data
 from helpers.errors import ConfigError
 from helpers.model import SSEPTConfig
-from helpers.short_histories import VARIANTS, append_row, keep_last, markdown, study_configs, summary_table
+from helpers.short_histories import CLI_DEFAULT, VARIANTS, append_row, keep_last, markdown, study_configs, summary_table
 from helpers.train import TrainConfig, fit
+from tests.test_train import cli_configs
 
 
 def _tiny() -> data.SequenceData:
@@ -46,6 +47,17 @@ def test_study_settings_are_the_papers_and_name_every_variant_setting() -> None:
     assert set(VARIANTS) == {"original", "attn-dropout", "ffn-dropout", "post-norm", "pre-norm", "reference"}
     with pytest.raises(ConfigError, match="unknown variant"):
         study_configs("ml-100k", "nope", 10, 20, seed=0, epochs=1, eval_every=1)
+
+
+def test_cli_default_variant_is_what_the_command_line_trains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cli-default` is `python -m helpers.train --model sasrec --maxlen 50 --dropout 0.5` on that data:
+    the current defaults (attention dropout at the dropout rate, item SSE), not the paper's settings."""
+    model, config = study_configs("ml-100k", CLI_DEFAULT, 10, 20, seed=1, epochs=7, eval_every=3)
+    argv = ["--dataset", "x", "--model", "sasrec", "--maxlen", "50", "--dropout", "0.5", "--seed", "1",
+            "--epochs", "7", "--eval-every", "3"]
+    assert cli_configs(monkeypatch, argv, n_users=10, n_items=20) == (model, config)
+    assert (model.maxlen, model.dropout, model.attn_dropout, model.user_dim) == (50, 0.5, 0.5, 0)
+    assert (config.p_item, config.p_user) == (TrainConfig.p_item, 0.0)
 
 
 def _row(variant: str, seed: int, ndcg: float) -> dict:

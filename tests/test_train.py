@@ -365,6 +365,27 @@ def _train_cmd(dataset: Path, out: Path, *extra: str) -> list[str]:
             "--maxlen", "30", "--num-blocks", "1", "--p-sub", "0.3", "--seed", "11", "--eval-negatives", "10", *extra]
 
 
+def cli_configs(monkeypatch: pytest.MonkeyPatch, argv: list[str], n_users: int = 30,
+                n_items: int = 40) -> tuple[SSEPTConfig, TrainConfig]:
+    """The model and training configs `python -m helpers.train ARGV` builds, on a dataset of that size
+    (nothing is loaded or trained: `fit` is replaced by a capture)."""
+    got: dict[str, object] = {}
+
+    class StopError(Exception):
+        pass
+
+    def capture(split, model_config, config, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        got.update(model=model_config, train=config)
+        raise StopError
+
+    monkeypatch.setattr(train_module, "fit", capture)
+    monkeypatch.setattr(train_module, "leave_one_out", lambda data: type("S", (), {"data": data})())
+    monkeypatch.setattr(train_module, "load", lambda name: type("D", (), {"n_users": n_users, "n_items": n_items})())
+    with pytest.raises(StopError):
+        train_module.main(argv)
+    return got["model"], got["train"]  # type: ignore[return-value]
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
