@@ -5,7 +5,7 @@
 #      200 faithful SSE-PT epochs on ML-1M, validation every 20 epochs, fp32, with CUDA graphs
 #      (compile mode reduce-overhead); if that mode fails, plain compile, then eager, each
 #      recorded in the log. Wall time from process start (data loading and compiling included);
-#      the run's own history gives the training loop's time (`elapsed`) beside it.
+#      `python -m helpers.timed_run` writes the record with the training loop's own time beside it.
 #   2. the benchmark, alone on the card: eager vs torch.compile vs CUDA graphs (SSE-PT, fp32),
 #      per-epoch and evaluation seconds, peak GPU memory; a mode that fails is recorded as such.
 #   3. best-run candidates (CE / BCE+CE / BCE with SSE-PT++, one wider), in parallel until the
@@ -16,8 +16,9 @@
 #     OUT=$OUT DEADLINE=500 bash scripts/gpu_speed.sh
 # Local dry run on the CPU:  DEVICE=cpu OUT=/tmp/x DEADLINE=400 EPOCHS=2 EPOCHS_LONG=3 BENCH_EPOCHS=1 \
 #     BENCH_LAYOUTS=plain-fp32 EXTRA="--train-fraction 0.05" bash scripts/gpu_speed.sh
-# $OUT ends up with log.txt, bench_gpu_compile.json and run_<name>.tar.gz (at most 8 files, the
-# device tool's limit); the earlier session's script is scripts/gpu_session.sh.
+# $OUT ends up with log.txt, gpu_200_epochs.json (the timed run's record, `helpers.timed_run`),
+# bench_gpu_compile.json and run_<name>.tar.gz (8 files, the device tool's limit); the earlier
+# session's script is scripts/gpu_session.sh.
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # START, DEVICE, PY, EXTRA, RUNS, left, say, ...
 OUT=${OUT:-runs/gpu-speed-out}
@@ -46,6 +47,8 @@ for mode in reduce-overhead default off; do
     echo "{\"wall_seconds\": $WALL, \"exit\": $RC, \"compile\": \"$mode\", \"epochs\": $EPOCHS}" \
         > "$RUNS/speed200/wall.json"
     cp "$RUNS/speed200-$mode.log" "$RUNS/speed200.log"
+    $PY -m helpers.timed_run "$RUNS/speed200" --wall "$WALL" --mode "$mode" --device "$DEVICE" \
+        --out "$OUT/gpu_200_epochs.json" 2>&1 | tee -a "$LOG"
     break
   fi
   mkdir -p "$RUNS/failed"; cp "$RUNS/speed200-$mode.log" "$RUNS/failed/"
@@ -79,10 +82,12 @@ else
   say "no time left for the candidates ($(left)s)"
 fi
 
-for n in speed200 "${!ARGS[@]}"; do  # one archive per run: the device returns files of at most 16 MiB
+# one archive per run (the device returns at most 8 files of at most 16 MiB: these 5, the log, the
+# benchmark and the timed run's record); the timed run's archive holds the logs of any failed mode
+for n in speed200 "${!ARGS[@]}"; do
   FILES=()
   add_run_files "$n"
+  [ "$n" = speed200 ] && [ -d "$RUNS/failed" ] && FILES+=(failed)
   [ ${#FILES[@]} -gt 0 ] && tar -czf "$OUT/run_$n.tar.gz" -C "$RUNS" "${FILES[@]}"
 done
-[ -d "$RUNS/failed" ] && tar -czf "$OUT/failed_modes.tar.gz" -C "$RUNS" failed
 end_session
