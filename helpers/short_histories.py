@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from helpers import presets
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
 from helpers.losses import compute_loss
@@ -104,8 +105,6 @@ def study_configs(dataset: str, variant: str, n_users: int, n_items: int, seed: 
         raise ConfigError(f"unknown variant {variant!r}; known: {', '.join(VARIANT_NAMES)}")
     model_kw, train_kw = SETTINGS[PROXIES[dataset][2]]
     if variant == CLI_DEFAULT:
-        from helpers import presets  # presets builds on helpers.train, as this module does
-
         kind = {k: model_kw[k] for k in ("maxlen", "dropout")}
         return (presets.model_config("sasrec", n_users, n_items, "defaults", **kind),
                 presets.train_config("sasrec", "defaults", seed=seed, epochs=epochs, eval_every=eval_every))

@@ -9,35 +9,30 @@ import pandas as pd
 import pytest
 
 from helpers import data
+from helpers.checkpoint import save_checkpoint
 from helpers.errors import ConfigError
-from helpers.timed_run import best_row, main, timed_run_record
+from helpers.timed_run import main, target_met, timed_run_record
 from helpers.train import fit
 from tests.test_train import TC, _config, _synthetic
 
 
-def _history(ndcgs: list[float | None], test: list[float | None]) -> pd.DataFrame:
-    n = len(ndcgs)
-    return pd.DataFrame({"epoch": range(1, n + 1), "loss": [1.0] * n, "seconds": [5.0] + [0.1] * (n - 1),
-                         "elapsed": [5.0 + 0.1 * i for i in range(n)], "valid_ndcg@10": ndcgs,
-                         "test_ndcg@10": test, "test_hr@10": test, "eval_seconds": [0.5 if v else None for v in ndcgs]})
+@pytest.mark.parametrize(("wall", "test_ndcg", "met"),
+                         [(60.0, 0.60, True), (60.1, 0.61, False), (30.0, 0.599, False)])
+def test_target_needs_both_the_time_and_the_quality(wall: float, test_ndcg: float, met: bool) -> None:
+    assert target_met(wall, test_ndcg) is met
 
 
-def test_best_row_is_the_first_of_the_highest_validation() -> None:
-    history = _history([None, 0.3, None, 0.5, 0.5], [None, 0.2, None, 0.61, 0.7])
-    row = best_row(history)
-    assert (int(row["epoch"]), row["test_ndcg@10"]) == (4, 0.61)
-    with pytest.raises(ConfigError, match="no evaluated epoch"):
-        best_row(_history([None, None], [None, None]))
-
-
-@pytest.mark.parametrize(("wall", "test_ndcg", "met"), [(59.9, 0.61, True), (60.1, 0.61, False), (30.0, 0.59, False)])
-def test_target_needs_both_the_time_and_the_quality(tmp_path: Path, wall: float, test_ndcg: float, met: bool) -> None:
-    _history([None, 0.4, None, 0.5], [None, 0.3, None, test_ndcg]).to_csv(tmp_path / "history.csv", index=False)
-    record = timed_run_record(tmp_path, wall, "reduce-overhead", "cuda (card)")
-    assert record["met"] is met
+def test_times_come_from_the_history_and_metrics_from_best_pt(tmp_path: Path) -> None:
+    pd.DataFrame({"epoch": [1, 2, 3, 4], "seconds": [5.0, 0.1, 0.1, 0.1], "elapsed": [5.0, 5.1, 5.2, 5.3],
+                  "valid_ndcg@10": [None, 0.4, None, 0.5], "eval_seconds": [None, 0.5, None, 0.5]}
+                 ).to_csv(tmp_path / "history.csv", index=False)
+    best = {"epoch": 4, "valid_ndcg@10": 0.5, "test_ndcg@10": 0.61, "test_hr@10": 0.83}
+    save_checkpoint(tmp_path / "best.pt", {"config": {}, "model": {}, "epoch": 4, "history": [], "best": best})
+    record = timed_run_record(tmp_path, 59.96, "reduce-overhead", "cuda (card)")
     assert (record["epochs"], record["evaluations"], record["best_epoch"]) == (4, 2, 4)
     assert (record["first_epoch_seconds"], record["median_epoch_seconds_after_first"]) == (5.0, 0.1)
     assert (record["train_loop_seconds"], record["eval_seconds_total"]) == (5.3, 1.0)
+    assert (record["wall_seconds"], record["test_sampled_ndcg@10"], record["met"]) == (60.0, 0.61, True)
 
 
 def test_record_of_a_real_run_matches_what_fit_reported(tmp_path: Path) -> None:
@@ -51,5 +46,5 @@ def test_record_of_a_real_run_matches_what_fit_reported(tmp_path: Path) -> None:
     assert record["best_epoch"] == result.best["epoch"]
     assert record["test_sampled_ndcg@10"] == pytest.approx(result.best["test_ndcg@10"], abs=1e-12)
     assert record["settings"]["model"]["item_dim"] == _config(split).item_dim
-    with pytest.raises(ConfigError, match="no history"):
+    with pytest.raises(ConfigError, match="no history or best.pt"):
         timed_run_record(tmp_path / "missing", 1.0, "off", "cpu")
