@@ -1,9 +1,17 @@
 """SSE-PT and SASRec for sequential recommendation, in PyTorch.
 
-The package holds every piece the notebooks use: datasets (`data`), the
-training batch sampler (`sampler`), the model (`model`), checkpoints
-(`checkpoint`), ranking metrics and evaluation (`metrics`, `evaluate`),
-trivial baselines (`baselines`) and the training loop (`train`).
+Three layers, one per folder; a layer imports only from the layers above it in this list:
+
+- `helpers/` (the core a user imports): settings (`settings`: model and training configs,
+  presets), data (`data`, `fetch`, `convert`, `history`, `sampler`), the model (`model`),
+  training (`losses`, `train`, `runs`, `checkpoint`), evaluation (`metrics`, `evaluate`,
+  `baselines`) and recommendations (`recommend`), with `utils` and `errors`.
+- `helpers/notebook/`: what the notebooks share: setup and run records (`session`), the
+  committed-notebook checks (`outputs`), figures (`plots`) and results tables (`results`).
+- `helpers/studies/`: studies that drive the core: the transfer study, the short-history
+  study, notebook 02's pretraining plan, the benchmark and the timed GPU run.
+
+`tests/test_layers.py` reads every module's imports and holds this order, with no circles.
 """
 
 from helpers.errors import CheckpointError, ConfigError, DataError, SSEPTError

@@ -4,13 +4,14 @@
   of any type, kept as the strings written in the file; each user's rows ordered by time
   with ties in file order (file order alone when there is no time column); a k-core
   filter to its fixed point; ids renumbered from 1 by first appearance in time.
-- `convert_raw`: the three fixed formats the project knew before (GroupLens
-  `ratings.dat`, MovieLens-100K `u.data`, the JODIE csv).
 - `write_converted`: the `user item` file plus the id maps beside it
   (`OUT.users.csv`, `OUT.items.csv`: columns `id,original`), so recommendations can be
   shown with the original ids (`read_id_maps`).
 
-Command line (also reached as `python -m helpers.data convert ...`):
+The fixed raw formats (GroupLens `ratings.dat`, MovieLens-100K `u.data`, the JODIE csv) and the
+time ordering and k-core every converter shares live in `helpers.data`, which reads named datasets.
+
+Command line:
 `python -m helpers.convert --csv FILE --user-col NAME --item-col NAME [--time-col NAME]
 [--sep ,] [--names A,B,...] [--min-count K] --out FILE`.
 """
@@ -27,86 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.data import SequenceData, pairs_to_sequences, stats
+from helpers.data import SequenceData, convert_frame, frame_to_sequences, stats
 from helpers.errors import ConfigError, DataError
 from helpers.utils import atomic_write, run_cli
 
 #: Suffixes of the id-map files written beside a converted `user item` file.
 USER_MAP_SUFFIX, ITEM_MAP_SUFFIX = ".users.csv", ".items.csv"
-
-
-# --------------------------------------------------------------------------- the fixed raw formats
-
-
-def read_raw(path: Path, fmt: str) -> pd.DataFrame:
-    """Read a raw interaction file into columns user, item, time (raw ids)."""
-    if fmt == "ratings":  # GroupLens ratings.dat: UserID::MovieID::Rating::Timestamp
-        frame = pd.read_csv(path, sep="::", engine="python", header=None,
-                            names=["user", "item", "rating", "time"])
-    elif fmt == "udata":  # MovieLens-100K u.data: user<TAB>item<TAB>rating<TAB>time
-        frame = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "time"])
-    elif fmt == "jodie":  # JODIE csv: user_id,item_id,timestamp,state_label,features...
-        frame = pd.read_csv(path, header=None, skiprows=1, usecols=[0, 1, 2], names=["user", "item", "time"])
-    else:
-        raise DataError(f"unknown raw format {fmt!r}; use 'ratings', 'udata' or 'jodie'")
-    if frame.empty:
-        raise DataError(f"{path}: the file is empty")
-    numeric = frame[["user", "item", "time"]].apply(pd.to_numeric, errors="coerce")
-    bad = numeric.isna().any(axis=1).to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}, data row {row + 1}: expected numeric user, item and time")
-    return numeric
-
-
-def k_core(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Repeatedly drop users and items with fewer than `k` rows until none is left (a fixed point)."""
-    if k <= 1:
-        return frame
-    while True:
-        user_n = frame.groupby("user")["item"].transform("size")
-        item_n = frame.groupby("item")["user"].transform("size")
-        keep = (user_n >= k) & (item_n >= k)
-        if keep.all():
-            return frame
-        frame = frame[keep]
-
-
-def convert_frame(frame: pd.DataFrame, k: int = 0) -> pd.DataFrame:
-    """Order each user's rows by time (stable: ties keep file order), k-core, remap ids from 1.
-
-    Users are numbered by their first appearance in time and items likewise, so the
-    result does not depend on the raw id values. Columns: user, item, time, raw_user, raw_item.
-    """
-    frame = frame.reset_index(drop=True)
-    frame = frame.assign(_row=np.arange(len(frame)))
-    frame = k_core(frame, k)
-    frame = frame.sort_values(["time", "_row"], kind="stable")
-    user_ids = {u: i + 1 for i, u in enumerate(pd.unique(frame["user"]))}
-    item_ids = {v: i + 1 for i, v in enumerate(pd.unique(frame["item"]))}
-    out = pd.DataFrame({
-        "user": frame["user"].map(user_ids).to_numpy(np.int64),
-        "item": frame["item"].map(item_ids).to_numpy(np.int64),
-        "time": frame["time"].to_numpy(),
-        "raw_user": frame["user"].to_numpy(),
-        "raw_item": frame["item"].to_numpy(),
-    })
-    # Group by the new user id; a stable sort keeps each user's time order.
-    return out.sort_values("user", kind="stable").reset_index(drop=True)
-
-
-def frame_to_sequences(frame: pd.DataFrame, name: str) -> SequenceData:
-    """CSR sequences from `convert_frame`'s output (grouped by new user id, in time order)."""
-    return pairs_to_sequences(frame["user"].to_numpy(), frame["item"].to_numpy(), name)
-
-
-def convert_raw(path: str | Path, fmt: str, k: int = 0, name: str | None = None) -> SequenceData:
-    """Convert a raw GroupLens (`ratings`), MovieLens-100K (`udata`) or JODIE (`jodie`) file."""
-    path = Path(path)
-    frame = convert_frame(read_raw(path, fmt), k)
-    if frame.empty:
-        raise DataError(f"{path}: no rows left after the {k}-core filter")
-    return frame_to_sequences(frame, name or path.stem)
 
 
 def pairs_text(data: SequenceData) -> str:
@@ -299,7 +226,7 @@ def read_id_maps(path: str | Path) -> IdMaps | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The converter's options (shared by `helpers.convert` and `helpers.data convert`)."""
+    """The converter's options."""
     parser.add_argument("--csv", required=True, help="delimited input file with a header row")
     parser.add_argument("--user-col", required=True, help="column of user ids (any type)")
     parser.add_argument("--item-col", required=True, help="column of item ids (any type)")

@@ -4,14 +4,14 @@ Sequences are kept in CSR form: `items[offsets[u]:offsets[u + 1]]` is user `u`'s
 history in time order, for user ids 1..n_users (a user id with no rows has an empty
 slice). Nothing is copied per user, so the same code scales to large datasets.
 
-Fetching files (sources, checksums, the mirror) lives in `helpers.fetch`; `fetch` and
-`FILES` stay importable from here. Converting raw files (any delimited file, or the fixed
-GroupLens/JODIE formats) lives in `helpers.convert`.
+The fixed raw formats (GroupLens `ratings.dat`, MovieLens-100K `u.data`, the JODIE csv) are read
+here too (`convert_raw`), with the time ordering and k-core that `helpers.convert` (any delimited
+file, with id maps) builds on. Fetching files (sources, checksums, the mirror) lives in
+`helpers.fetch`; `fetch` and `FILES` stay importable from here for the notebooks.
 
-Command line: `python -m helpers.data fetch [--dataset NAME]`,
-`python -m helpers.data stats [--dataset NAME]` and
-`python -m helpers.data convert --csv FILE --user-col NAME --item-col NAME [--time-col NAME]
-[--sep ,] [--min-count K] --out FILE` (see `helpers.convert`).
+Command line: `python -m helpers.data fetch [--dataset NAME]` and
+`python -m helpers.data stats [--dataset NAME]`; converting a file of your own is
+`python -m helpers.convert` (see there).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import pandas as pd
 
 from helpers.errors import DataError
 from helpers.fetch import FILES, fetch
-from helpers.fetch import sha256_of as sha256_of  # kept importable from here (helpers.transfer uses it)
 from helpers.utils import run_cli
 
 #: Datasets of `user item` lines that train and evaluate directly.
@@ -161,14 +160,86 @@ def pairs_to_sequences(
     return SequenceData(name, n_users, int(items.max()), offsets, items[order].astype(np.int64))
 
 
+# --------------------------------------------------------------------------- raw formats
+
+
+def read_raw(path: Path, fmt: str) -> pd.DataFrame:
+    """Read a raw interaction file into columns user, item, time (raw ids)."""
+    if fmt == "ratings":  # GroupLens ratings.dat: UserID::MovieID::Rating::Timestamp
+        frame = pd.read_csv(path, sep="::", engine="python", header=None,
+                            names=["user", "item", "rating", "time"])
+    elif fmt == "udata":  # MovieLens-100K u.data: user<TAB>item<TAB>rating<TAB>time
+        frame = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "time"])
+    elif fmt == "jodie":  # JODIE csv: user_id,item_id,timestamp,state_label,features...
+        frame = pd.read_csv(path, header=None, skiprows=1, usecols=[0, 1, 2], names=["user", "item", "time"])
+    else:
+        raise DataError(f"unknown raw format {fmt!r}; use 'ratings', 'udata' or 'jodie'")
+    if frame.empty:
+        raise DataError(f"{path}: the file is empty")
+    numeric = frame[["user", "item", "time"]].apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna().any(axis=1).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}, data row {row + 1}: expected numeric user, item and time")
+    return numeric
+
+
+def k_core(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Repeatedly drop users and items with fewer than `k` rows until none is left (a fixed point)."""
+    if k <= 1:
+        return frame
+    while True:
+        user_n = frame.groupby("user")["item"].transform("size")
+        item_n = frame.groupby("item")["user"].transform("size")
+        keep = (user_n >= k) & (item_n >= k)
+        if keep.all():
+            return frame
+        frame = frame[keep]
+
+
+def convert_frame(frame: pd.DataFrame, k: int = 0) -> pd.DataFrame:
+    """Order each user's rows by time (stable: ties keep file order), k-core, remap ids from 1.
+
+    Users are numbered by their first appearance in time and items likewise, so the
+    result does not depend on the raw id values. Columns: user, item, time, raw_user, raw_item.
+    """
+    frame = frame.reset_index(drop=True)
+    frame = frame.assign(_row=np.arange(len(frame)))
+    frame = k_core(frame, k)
+    frame = frame.sort_values(["time", "_row"], kind="stable")
+    user_ids = {u: i + 1 for i, u in enumerate(pd.unique(frame["user"]))}
+    item_ids = {v: i + 1 for i, v in enumerate(pd.unique(frame["item"]))}
+    out = pd.DataFrame({
+        "user": frame["user"].map(user_ids).to_numpy(np.int64),
+        "item": frame["item"].map(item_ids).to_numpy(np.int64),
+        "time": frame["time"].to_numpy(),
+        "raw_user": frame["user"].to_numpy(),
+        "raw_item": frame["item"].to_numpy(),
+    })
+    # Group by the new user id; a stable sort keeps each user's time order.
+    return out.sort_values("user", kind="stable").reset_index(drop=True)
+
+
+def frame_to_sequences(frame: pd.DataFrame, name: str) -> SequenceData:
+    """CSR sequences from `convert_frame`'s output (grouped by new user id, in time order)."""
+    return pairs_to_sequences(frame["user"].to_numpy(), frame["item"].to_numpy(), name)
+
+
+def convert_raw(path: str | Path, fmt: str, k: int = 0, name: str | None = None) -> SequenceData:
+    """Convert a raw GroupLens (`ratings`), MovieLens-100K (`udata`) or JODIE (`jodie`) file."""
+    path = Path(path)
+    frame = convert_frame(read_raw(path, fmt), k)
+    if frame.empty:
+        raise DataError(f"{path}: no rows left after the {k}-core filter")
+    return frame_to_sequences(frame, name or path.stem)
+
+
 def load(name_or_path: str | Path, folder: str | Path | None = None) -> SequenceData:
     """Load a named dataset (`ml-1m`, `wiki1000`, `ml-100k`) or any `user item` file."""
     key = str(name_or_path)
     if key in SEQUENCE_DATASETS:
         return read_pairs(fetch(key, folder), name=key)
     if key in RAW_DATASETS:
-        from helpers.convert import convert_raw  # the converters build on this module
-
         return convert_raw(fetch(key, folder), RAW_DATASETS[key], name=key)
     path = Path(name_or_path)
     if path.exists():
@@ -277,19 +348,14 @@ def movie_titles(folder: str | Path | None = None) -> dict[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`fetch` or `stats` for one dataset or all of them; `convert` a delimited file."""
-    from helpers import convert  # imported here: it builds on this module
-
+    """`fetch` or `stats` for one dataset or all of them (`python -m helpers.convert` converts a file)."""
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd, what in (("fetch", "download or copy and verify"), ("stats", "print statistics of")):
         p = sub.add_parser(cmd, help=f"{what} a dataset")
         p.add_argument("--dataset", default="all", help=f"one of {', '.join(FILES)} or 'all'")
         p.add_argument("--data-dir", default=None, help="local data folder (default: data/)")
-    convert.add_arguments(sub.add_parser("convert", help="convert a delimited file to 'user item' lines + id maps"))
     args = parser.parse_args(argv)
-    if args.command == "convert":
-        return convert.run(args)
     if args.command == "fetch":
         names = list(FILES) if args.dataset == "all" else [args.dataset]
         for name in names:

@@ -26,14 +26,10 @@ from helpers.data import Split, item_popularity, leave_one_out, load
 from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.history import HistoryIndex, gather_windows, sample_negatives
 from helpers.metrics import full_ranks, sampled_ranks, summarize
+from helpers.settings import PROTOCOLS, SAMPLED_NEGATIVES, SELECTION_PROTOCOLS
 from helpers.utils import EVAL_NEGATIVES_STREAM, get_device, run_cli
 
-PROTOCOLS = ("sampled", "full")
-#: Protocols that may pick the best epoch: "full-keep" is full ranking with the history kept.
-SELECTION_PROTOCOLS = (*PROTOCOLS, "full-keep")
 SPLITS = ("valid", "test")
-#: Negatives per user in the sampled protocol: the held-out item is ranked among 1 + 100.
-SAMPLED_NEGATIVES = 100
 #: Users per evaluation batch when none is given, on a CPU and elsewhere (see `batch_size_for`).
 EVAL_BATCH_CPU, EVAL_BATCH_ELSEWHERE = 32, 256
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,13 +16,7 @@ import torch.nn.functional as F
 
 from helpers.model import SSEPT
 from helpers.sampler import Batch
-
-if TYPE_CHECKING:
-    from helpers.train import TrainConfig
-
-LOSSES = ("bce", "ce", "bce+ce")
-#: torch.compile modes for the training step ("off": eager).
-COMPILE_MODES = ("off", "default", "reduce-overhead")
+from helpers.settings import TrainConfig
 
 LossFn = Callable[..., torch.Tensor]
 

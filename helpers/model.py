@@ -26,7 +26,6 @@ sequence: an input of width L < maxlen uses the last L position embeddings.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,83 +36,16 @@ from torch import nn
 
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError
+from helpers.settings import SSEPTConfig
 from helpers.utils import DROPOUT_STREAM
 
 #: The encoder, what transfers between datasets: parameter names starting with these.
 ENCODER_PREFIXES = ("pos_emb.", "blocks.", "final_norm.")
 
-#: Block forms: where the layer norms sit around attention and the feed-forward layer.
-BLOCK_FORMS = ("sasrec", "post-norm", "pre-norm")
-#: `attn_dropout`'s default: use the value of `dropout` (as the reference implementations do).
-#: It won on short histories (docs/short_histories.md); the faithful ML-1M run pins 0.0.
-SAME_AS_DROPOUT = -1.0
-#: The values of settings added after the first checkpoints were written, as those checkpoints
-#: were trained (the original SASRec form); `from_dict` fills them in whatever the defaults are.
-LEGACY_MODEL_SETTINGS: dict[str, Any] = {"attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec",
-                                          "copy_slots": 0}
 #: Values of a uint16 draw: CPU dropout keeps an element when its draw is >= round(p * DROPOUT_LEVELS).
 DROPOUT_LEVELS = 1 << 16
 #: Layer-norm epsilon, as in the original SASRec (TensorFlow) code.
 LAYER_NORM_EPS = 1e-8
-
-
-@dataclass
-class SSEPTConfig:
-    """Everything needed to build the model; stored in every checkpoint."""
-
-    n_users: int  # largest user id (ids start at 1; row 0 unused)
-    n_items: int  # largest item id (ids start at 1; row 0 is padding)
-    item_dim: int = 50  # d_i, width of the item part
-    user_dim: int = 50  # d_u, width of the user part; 0 gives SASRec
-    maxlen: int = 200  # longest input window (number of position embeddings)
-    num_blocks: int = 2  # self-attention blocks
-    num_heads: int = 1  # attention heads; must divide item_dim + user_dim
-    dropout: float = 0.2  # on the input embeddings and the feed-forward output
-    attn_dropout: float = SAME_AS_DROPOUT  # on the attention weights; the default takes `dropout`'s value
-    ffn_dropout: float = 0.0  # inside the feed-forward layer, after its first linear layer and ReLU
-    block: str = "sasrec"  # block form: "sasrec" (queries normed), "post-norm" or "pre-norm"; see BLOCK_FORMS
-    copy_slots: int = 0  # R > 0: learned bonus for items of the input window by recency (docs/copy_bonus.md); 0: off
-
-    def __post_init__(self) -> None:
-        if self.attn_dropout == SAME_AS_DROPOUT:
-            self.attn_dropout = self.dropout  # stored resolved, so a checkpoint says what was used
-        checks = [
-            (self.n_users >= 1, f"n_users must be at least 1, got {self.n_users}"),
-            (self.n_items >= 1, f"n_items must be at least 1, got {self.n_items}"),
-            (self.item_dim >= 1, f"item_dim must be at least 1, got {self.item_dim}"),
-            (self.user_dim >= 0, f"user_dim must be 0 (SASRec) or more, got {self.user_dim}"),
-            (self.maxlen >= 1, f"maxlen must be at least 1, got {self.maxlen}"),
-            (self.num_blocks >= 1, f"num_blocks must be at least 1, got {self.num_blocks}"),
-            (self.num_heads >= 1, f"num_heads must be at least 1, got {self.num_heads}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (0.0 <= self.attn_dropout < 1.0, f"attn_dropout must be in [0, 1), got {self.attn_dropout}"),
-            (0.0 <= self.ffn_dropout < 1.0, f"ffn_dropout must be in [0, 1), got {self.ffn_dropout}"),
-            (self.block in BLOCK_FORMS, f"block must be one of {BLOCK_FORMS}, got {self.block!r}"),
-            (self.copy_slots >= 0, f"copy_slots must be 0 (off) or more, got {self.copy_slots}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        if self.dim % self.num_heads:
-            raise ConfigError(f"num_heads {self.num_heads} must divide the width {self.dim}")
-
-    @property
-    def dim(self) -> int:
-        """Model width d = d_i + d_u."""
-        return self.item_dim + self.user_dim
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SSEPTConfig:
-        """Rebuild from `asdict`, refusing unknown keys so a wrong file fails loudly.
-
-        A config stored before a setting existed gets the value it was trained with
-        (`LEGACY_MODEL_SETTINGS`), not today's default, so old checkpoints score as before.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise CheckpointError(f"unknown model config keys {sorted(unknown)}")
-        return cls(**{**LEGACY_MODEL_SETTINGS, **values})
 
 
 class Dropout(nn.Module):

@@ -41,8 +41,9 @@ from torch import nn
 from helpers.convert import IdMaps, read_id_maps
 from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, Split, leave_one_out, load, movie_titles
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from helpers.evaluate import PROTOCOLS, Evaluator, Scorer
+from helpers.evaluate import Evaluator, Scorer
 from helpers.model import SSEPT, load_checkpoint
+from helpers.settings import PROTOCOLS
 from helpers.utils import UNKNOWN_USER_STREAM, atomic_write, cpu_name, get_device, run_cli
 
 UNKNOWN_USER_MODES = ("mean", "random", "zero")

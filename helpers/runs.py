@@ -23,7 +23,7 @@ import pandas as pd
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import CheckpointError, ConfigError
-from helpers.model import LEGACY_MODEL_SETTINGS
+from helpers.settings import LEGACY_MODEL_SETTINGS
 from helpers.utils import atomic_write
 
 RUN_FILE = "run.json"

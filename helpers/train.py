@@ -32,74 +32,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from helpers import settings
 from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
 from helpers.data import Split, leave_one_out, load
 from helpers.errors import ConfigError, NonFiniteError
-from helpers.evaluate import SAMPLED_NEGATIVES, SELECTION_PROTOCOLS, Evaluator
+from helpers.evaluate import Evaluator
 from helpers.fetch import sha256_of
-from helpers.losses import COMPILE_MODES, LOSSES, compute_loss, make_loss_fn
-from helpers.model import SSEPT, SSEPTConfig, load_model_state, transfer_encoder
+from helpers.losses import compute_loss, make_loss_fn
+from helpers.model import SSEPT, load_model_state, transfer_encoder
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
+from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.utils import FRACTION_STREAM, device_description, get_device, relative, run_cli, seed_everything
 
 #: The validation metric that picks the best epoch and drives early stopping.
 SELECTION_METRIC = "valid_ndcg@10"
-
-
-@dataclass
-class TrainConfig:
-    """How to train; stored in every checkpoint and in `run.json`."""
-
-    epochs: int = 200  # total epochs (one epoch = every training user once)
-    batch_size: int = 128  # sequences per batch
-    lr: float = 1e-3  # Adam learning rate
-    beta1: float = 0.9  # Adam beta1
-    beta2: float = 0.98  # Adam beta2
-    loss: str = "bce"  # "bce" (one sampled negative per position), "ce" (softmax over all items) or "bce+ce"
-    l2_emb: float = 0.0  # L2 penalty on the item and user tables
-    p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
-    p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
-    p_sub: float = 0.0  # SSE-PT++: probability of a random window for histories longer than maxlen
-    bucket: int = 0  # >0: sort runs of bucket*batch_size users by length: faster, but see docs/speed.md
-    chunks: int = 0  # compute each batch as up to N pieces of similar length (same gradient); 0: auto
-    eval_every: int = 20  # validate (and test) every N epochs, and after the last epoch
-    patience: int = 0  # >0: stop after this many evaluations without improvement (epochs is then a cap)
-    eval_protocol: str = "sampled"  # protocol that picks the best epoch: "sampled", "full" or "full-keep"
-    eval_seed: int = 0  # seed of the evaluation negatives
-    eval_negatives: int = SAMPLED_NEGATIVES  # negatives per user in the sampled protocol
-    checkpoint_every: int = 1  # write last.pt every N epochs (always on improvement and at the end)
-    seed: int = 0  # seed of the sampler, initialisation and dropout
-    train_fraction: float = 1.0  # share of training users used (nested subsets for one seed)
-    freeze_encoder: bool = False  # train only the user/item tables (transfer setup)
-    encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder (transfer setup)
-    copy_lr_scale: float = 1.0  # learning-rate factor for the model's copy bonus (SSEPTConfig.copy_slots)
-    amp: bool = False  # bf16 autocast on CUDA (ignored on the CPU; slower for these sizes on an H200)
-    compile: str = "off"  # torch.compile the loss: "default", or "reduce-overhead" (CUDA graphs on a GPU)
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (self.chunks >= 0, f"chunks must be >= 0 (0: auto), got {self.chunks}"),
-            (self.bucket >= 0, f"bucket must be >= 0, got {self.bucket}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
-            (self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}"),
-            (self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}"),
-            (self.eval_protocol in SELECTION_PROTOCOLS,
-             f"eval_protocol must be one of {SELECTION_PROTOCOLS}, got {self.eval_protocol!r}"),
-            (self.patience >= 0, f"patience must be >= 0 (0: train every epoch), got {self.patience}"),
-            (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1, got {self.checkpoint_every}"),
-            (0.0 < self.train_fraction <= 1.0, f"train_fraction must be in (0, 1], got {self.train_fraction}"),
-            (self.encoder_lr_scale >= 0, f"encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}"),
-            (self.copy_lr_scale > 0, f"copy_lr_scale must be > 0, got {self.copy_lr_scale}"),
-        ]
-        checks += [(0.0 <= getattr(self, p) <= 1.0, f"{p} must be in [0, 1], got {getattr(self, p)}")
-                   for p in ("p_user", "p_item", "p_sub")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
 
 
 @dataclass
@@ -225,7 +172,7 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
                    init_from: str | Path | None = None,
                    ) -> tuple[SSEPT, torch.optim.Adam, TrainSampler, np.random.Generator]:
     """The seeded model (with a transferred encoder if asked) on `dev`, its optimiser, the sampler and
-    its generator: `fit`'s setup, shared with the benchmark (`helpers.bench`)."""
+    its generator: `fit`'s setup, shared with the benchmark (`helpers.studies.bench`)."""
     data = split.data
     if (model_config.n_users, model_config.n_items) != (data.n_users, data.n_items):
         raise ConfigError(
@@ -407,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description="Train SSE-PT or SASRec.")
     parser.add_argument("--dataset", required=True, help="ml-1m, wiki1000, ml-100k or a 'user item' file")
     parser.add_argument("--model", choices=("ssept", "sasrec"), default="ssept",
-                        help="model family (helpers/presets.py); sasrec = user_dim 0 and no user SSE")
+                        help="model family (helpers/settings.py); sasrec = user_dim 0 and no user SSE")
     parser.add_argument("--recipe", choices=("defaults", "faithful", "best"), default="defaults",
-                        help="faithful: the paper's ML-1M settings, architecture pinned (helpers/presets.py); "
+                        help="faithful: the paper's ML-1M settings, architecture pinned (helpers/settings.py); "
                              "defaults: the model's current defaults")
     parser.add_argument("--out", default=None, help="run folder (default: runs/DATASET-MODEL-sSEED)")
     parser.add_argument("--init-from", default=None, help="checkpoint whose encoder starts the model")
@@ -432,10 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in stored.items():
                 if key.startswith(prefix) and key[len(prefix):] not in ("n_users", "n_items"):
                     kw.setdefault(key[len(prefix):], value)
-    from helpers import presets  # presets builds on this module
-
-    model_config = presets.model_config(args.model, split.data.n_users, split.data.n_items, args.recipe, **model_kw)
-    config = presets.train_config(args.model, args.recipe, **train_kw)
+    model_config = settings.model_config(args.model, split.data.n_users, split.data.n_items, args.recipe, **model_kw)
+    config = settings.train_config(args.model, args.recipe, **train_kw)
     result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
                  progress=not args.quiet)
     summary = {"out": str(result.out_dir), "device": result.device, "best": result.best,

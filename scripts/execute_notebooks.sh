@@ -12,5 +12,5 @@ unset MPLBACKEND
 for notebook in "$@"; do
     jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$notebook"
 done
-python -m helpers.notebook_outputs clean "$@"
-python -m helpers.notebook_outputs check "$@"
+python -m helpers.notebook.outputs clean "$@"
+python -m helpers.notebook.outputs check "$@"

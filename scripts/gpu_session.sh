@@ -4,7 +4,7 @@
 # from those runs; scripts/README.md says which file came from where).
 #
 #   1. a smoke run on the device (fails fast if CUDA breaks anything),
-#   2. the benchmark (python -m helpers.bench) alone on the card,
+#   2. the benchmark (python -m helpers.studies.bench) alone on the card,
 #   3. the ML-1M study as parallel runs until a deadline: the faithful runs
 #      (SSE-PT and SASRec, seeds 0 and 1), the ablation rows (seed 0) and the
 #      candidates for the best run, all 200 epochs, validation every 5 epochs,
@@ -35,7 +35,7 @@ $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --epochs 2 --eval-every 
 
 # 2. benchmark, alone on the card
 say "bench"
-timeout 150 $PY -m helpers.bench --device "$DEVICE" $BENCH --out "$OUT/bench_gpu.json" 2>&1 | tee -a "$LOG"
+timeout 150 $PY -m helpers.studies.bench --device "$DEVICE" $BENCH --out "$OUT/bench_gpu.json" 2>&1 | tee -a "$LOG"
 fi
 START_FLAG=$([ "$MODE" = fresh ] && echo --overwrite || echo --resume)
 

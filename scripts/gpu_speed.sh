@@ -5,7 +5,7 @@
 #      200 faithful SSE-PT epochs on ML-1M, validation every 20 epochs, fp32, with CUDA graphs
 #      (compile mode reduce-overhead); if that mode fails, plain compile, then eager, each
 #      recorded in the log. Wall time from process start (data loading and compiling included);
-#      `python -m helpers.timed_run` writes the record with the training loop's own time beside it.
+#      `python -m helpers.studies.timed_run` writes the record with the training loop's own time beside it.
 #   2. the benchmark, alone on the card: eager vs torch.compile vs CUDA graphs (SSE-PT, fp32),
 #      per-epoch and evaluation seconds, peak GPU memory; a mode that fails is recorded as such.
 #   3. best-run candidates (CE / BCE+CE / BCE with SSE-PT++, one wider), in parallel until the
@@ -16,7 +16,7 @@
 #     OUT=$OUT DEADLINE=500 bash scripts/gpu_speed.sh
 # Local dry run on the CPU:  DEVICE=cpu OUT=/tmp/x DEADLINE=400 EPOCHS=2 EPOCHS_LONG=3 BENCH_EPOCHS=1 \
 #     BENCH_LAYOUTS=plain-fp32 EXTRA="--train-fraction 0.05" bash scripts/gpu_speed.sh
-# $OUT ends up with log.txt, gpu_200_epochs.json (the timed run's record, `helpers.timed_run`),
+# $OUT ends up with log.txt, gpu_200_epochs.json (the timed run's record, `helpers.studies.timed_run`),
 # bench_gpu_compile.json and run_<name>.tar.gz (8 files, the device tool's limit); the earlier
 # session's script is scripts/gpu_session.sh.
 # shellcheck source=scripts/common.sh
@@ -47,7 +47,7 @@ for mode in reduce-overhead default off; do
     echo "{\"wall_seconds\": $WALL, \"exit\": $RC, \"compile\": \"$mode\", \"epochs\": $EPOCHS}" \
         > "$RUNS/speed200/wall.json"
     cp "$RUNS/speed200-$mode.log" "$RUNS/speed200.log"
-    $PY -m helpers.timed_run "$RUNS/speed200" --wall "$WALL" --mode "$mode" --device "$DEVICE" \
+    $PY -m helpers.studies.timed_run "$RUNS/speed200" --wall "$WALL" --mode "$mode" --device "$DEVICE" \
         --out "$OUT/gpu_200_epochs.json" 2>&1 | tee -a "$LOG"
     break
   fi
@@ -57,7 +57,7 @@ done
 # 2. the benchmark, alone on the card (its JSON is rewritten after each layout)
 say "bench: $BENCH_LAYOUTS"
 # shellcheck disable=SC2086
-timeout 200 $PY -m helpers.bench --device "$DEVICE" --models ssept --epochs "$BENCH_EPOCHS" --layouts $BENCH_LAYOUTS \
+timeout 200 $PY -m helpers.studies.bench --device "$DEVICE" --models ssept --epochs "$BENCH_EPOCHS" --layouts $BENCH_LAYOUTS \
     --out "$OUT/bench_gpu_compile.json" 2>&1 | tee -a "$LOG"
 
 # 3. best-run candidates, in parallel until the deadline

@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export SSEPT_DATA_MIRROR="${SSEPT_DATA_MIRROR:-/work/shared/data}"
 PY="${PY:-.venv/bin/python}"
-RUN="$PY -m helpers.short_histories --threads 1 --csv artifacts/short_histories.csv --eval-every 10"
+RUN="$PY -m helpers.studies.short_histories --threads 1 --csv artifacts/short_histories.csv --eval-every 10"
 VARIANTS="original reference post-norm pre-norm attn-dropout ffn-dropout"
 what="${1:-all}"
 
 if [[ $what == timing || $what == all ]]; then
   # Seconds per ML-1M training batch with and without attention dropout (10 batches x 5 rounds).
-  $PY -c "import torch, sys; torch.set_num_threads(1); from helpers.short_histories import main; \
+  $PY -c "import torch, sys; torch.set_num_threads(1); from helpers.studies.short_histories import main; \
 sys.exit(main(['--time-attention', 'artifacts/short_histories.json']))"
 fi
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from helpers import data
-from helpers.notebook import export_run, run_record
-from helpers.train import TrainConfig, fit
+from helpers.notebook.session import export_run, run_record
+from helpers.settings import TrainConfig
+from helpers.train import fit
 from tests.test_train import ROOT, SMALL, _env, _synthetic
 
 
@@ -24,7 +25,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_help_for_every_command() -> None:
-    for module in ("helpers.data", "helpers.train", "helpers.evaluate", "helpers.bench"):
+    for module in ("helpers.data", "helpers.train", "helpers.evaluate", "helpers.studies.bench"):
         res = _run(module, "--help")
         assert res.returncode == 0 and "usage:" in res.stdout, module
 
@@ -37,7 +38,7 @@ def test_train_help_says_what_the_attention_dropout_default_means() -> None:
 
 
 def test_bench_layout_names() -> None:
-    from helpers.bench import parse_layout
+    from helpers.studies.bench import parse_layout
 
     assert parse_layout("plain") == {"bucket": 0, "chunks": 1, "amp": True, "compile": "off"}
     assert parse_layout("chunks4") == {"bucket": 0, "chunks": 4, "amp": True, "compile": "off"}
@@ -80,7 +81,8 @@ def test_train_then_evaluate_prints_the_recorded_number(tmp_path: Path) -> None:
 
 def test_skipped_users_are_counted(tiny_file: Path) -> None:
     from helpers.evaluate import Evaluator
-    from helpers.model import SSEPT, SSEPTConfig
+    from helpers.model import SSEPT
+    from helpers.settings import SSEPTConfig
 
     split = data.leave_one_out(data.read_pairs(tiny_file))
     model = SSEPT(SSEPTConfig(3, 6, item_dim=4, user_dim=4, maxlen=5))
@@ -90,7 +92,8 @@ def test_skipped_users_are_counted(tiny_file: Path) -> None:
 
 def test_export_run_writes_small_artifacts(tmp_path: Path) -> None:
     split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
-    from helpers.model import SSEPTConfig, load_checkpoint
+    from helpers.model import load_checkpoint
+    from helpers.settings import SSEPTConfig
 
     cfg = SSEPTConfig(split.data.n_users, split.data.n_items, **SMALL)
     fit(split, cfg, TrainConfig(epochs=2, batch_size=16, eval_negatives=10, eval_every=1), tmp_path / "run",
@@ -119,8 +122,9 @@ def _tiny_pairs(tmp_path: Path) -> data.SequenceData:
 
 
 def test_bench_eval_times_every_user_at_each_batch_size(tmp_path: Path) -> None:
-    from helpers.bench import bench_eval
-    from helpers.model import SSEPT, SSEPTConfig
+    from helpers.model import SSEPT
+    from helpers.settings import SSEPTConfig
+    from helpers.studies.bench import bench_eval
 
     split = data.leave_one_out(_tiny_pairs(tmp_path))
     model = SSEPT(SSEPTConfig(split.data.n_users, split.data.n_items, item_dim=8, user_dim=4, maxlen=10))
@@ -131,17 +135,17 @@ def test_bench_eval_times_every_user_at_each_batch_size(tmp_path: Path) -> None:
 
 
 def test_bench_times_the_preset_models_through_fits_setup(tmp_path: Path) -> None:
-    """The benchmark asks helpers.presets for its models (faithful recipe) and builds them as `fit` does."""
+    """The benchmark asks helpers.settings for its models (faithful recipe) and builds them as `fit` does."""
     from dataclasses import replace
 
-    from helpers import presets
-    from helpers.bench import BENCH_RECIPE, bench_configs, bench_training
+    from helpers import settings
+    from helpers.studies.bench import BENCH_RECIPE, bench_configs, bench_training
 
     split = data.leave_one_out(_tiny_pairs(tmp_path))
-    for family in presets.FAMILIES:
+    for family in settings.FAMILIES:
         model_config, train = bench_configs(family, split.data, "chunks2-fp32")
-        assert model_config == presets.model_config(family, split.data.n_users, split.data.n_items, BENCH_RECIPE)
-        assert train == presets.train_config(family, BENCH_RECIPE, bucket=0, chunks=2, amp=False, compile="off")
+        assert model_config == settings.model_config(family, split.data.n_users, split.data.n_items, BENCH_RECIPE)
+        assert train == settings.train_config(family, BENCH_RECIPE, bucket=0, chunks=2, amp=False, compile="off")
         assert (model_config.maxlen, train.batch_size, train.p_item) == (200, 128, 0.1)
     small = replace(model_config, item_dim=8, maxlen=10)
     row = bench_training(split, small, replace(train, batch_size=8), torch.device("cpu"), epochs=1)
@@ -151,7 +155,7 @@ def test_bench_times_the_preset_models_through_fits_setup(tmp_path: Path) -> Non
 def test_bench_records_a_failing_layout_and_writes_after_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A layout that raises (a compile mode failing on a new GPU, say) is a result with its error;
     the other layouts still run, and the result so far is handed out after every layout."""
-    from helpers import bench
+    from helpers.studies import bench
 
     monkeypatch.setattr(bench, "load", lambda name: _tiny_pairs(tmp_path))
     monkeypatch.setattr(bench, "matmul_gflops", lambda device: {"skinny": 1.0, "square": 1.0})

@@ -138,11 +138,11 @@ def test_a_failed_write_leaves_the_old_files(tmp_path: Path, monkeypatch: pytest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "o.items.csv", "o.txt", "o.users.csv"]
 
 
-def test_command_line_via_data_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path / "a.tsv", "user\titem\tts\nann\tm1\t2\nann\tm2\t1\nann\tm3\t3\nbo\tm1\t1\n")
     out = tmp_path / "o.txt"
-    assert data.main(["convert", "--csv", str(path), "--user-col", "user", "--item-col", "item",
-                      "--time-col", "ts", "--sep", "\\t", "--out", str(out)]) == 0
+    assert convert.main(["--csv", str(path), "--user-col", "user", "--item-col", "item",
+                         "--time-col", "ts", "--sep", "\\t", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["users"], summary["items"], summary["rows"]) == (2, 3, 4)
     assert out.read_text() == "1 1\n1 2\n1 3\n2 2\n"  # ann: m2 (t=1), m1, m3; bo: m1
@@ -152,8 +152,8 @@ def test_command_line_via_data_convert(tmp_path: Path, capsys: pytest.CaptureFix
 def test_command_line_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path / "a.csv", "user,item\na,b\n")
     with pytest.raises(SystemExit) as info:
-        run_cli(data.main, ["convert", "--csv", str(path), "--user-col", "uid", "--item-col", "item",
-                            "--out", str(tmp_path / "o.txt")])
+        run_cli(convert.main, ["--csv", str(path), "--user-col", "uid", "--item-col", "item",
+                           "--out", str(tmp_path / "o.txt")])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no column 'uid'" in err and err.count("\n") == 1
@@ -165,10 +165,10 @@ def test_command_line_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Ca
 
 def test_udata_converter_on_ml100k(tmp_path: Path) -> None:
     raw = data.fetch("ml-100k", tmp_path)
-    d = convert.convert_raw(raw, "udata")
+    d = data.convert_raw(raw, "udata")
     assert (data.stats(d)["users"], data.stats(d)["items"], d.n_rows) == (943, 1682, 100_000)
     assert (d.n_users, d.n_items) == (943, 1682)  # remapped to 1..n
-    cored = convert.convert_raw(raw, "udata", k=20)
+    cored = data.convert_raw(raw, "udata", k=20)
     s = data.stats(cored)
     assert s["rows"] < 100_000 and s["users"] < 943 and s["items"] < 1682
     assert cored.lengths[1:].min() >= 20
@@ -178,7 +178,7 @@ def test_udata_converter_on_ml100k(tmp_path: Path) -> None:
 def test_generic_converter_matches_udata_on_ml100k(tmp_path: Path) -> None:
     """Read through `convert_csv` (strings), u.data gives the same sequences as the fixed-format reader."""
     raw = data.fetch("ml-100k", tmp_path)
-    fixed = convert.convert_raw(raw, "udata", k=5)
+    fixed = data.convert_raw(raw, "udata", k=5)
     generic = convert.convert_csv(raw, "user", "item", "time", sep="\t", min_count=5,
                                   names=["user", "item", "rating", "time"]).data
     assert np.array_equal(fixed.offsets, generic.offsets) and np.array_equal(fixed.items, generic.items)
@@ -188,7 +188,7 @@ def test_converter_orders_by_time_with_stable_ties(tmp_path: Path) -> None:
     raw = tmp_path / "u.data"
     # user 7: items 30 (t=5), 10 (t=1), 20 (t=1): tie keeps file order 10 then 20.
     raw.write_text("7\t30\t5\t5\n7\t10\t3\t1\n7\t20\t4\t1\n9\t10\t1\t0\n")
-    d = convert.convert_raw(raw, "udata")
+    d = data.convert_raw(raw, "udata")
     # user 9 acts first (t=0) -> id 1; item 10 first seen -> id 1, then 20 -> 2, 30 -> 3.
     assert d.user_items(1).tolist() == [1]
     assert d.user_items(2).tolist() == [1, 2, 3]
@@ -197,11 +197,11 @@ def test_converter_orders_by_time_with_stable_ties(tmp_path: Path) -> None:
 def test_ratings_and_jodie_converters(tmp_path: Path) -> None:
     ratings = tmp_path / "ratings.dat"
     ratings.write_text("5::100::4::20\n5::200::3::10\n6::100::5::30\n")
-    d = convert.convert_raw(ratings, "ratings")
+    d = data.convert_raw(ratings, "ratings")
     assert d.user_items(1).tolist() == [1, 2]  # user 5: item 200 (t=10) then 100 (t=20)
     jodie = tmp_path / "wiki.csv"
     jodie.write_text("user_id,item_id,timestamp,state_label,f\n0,3,2.0,0,0.1\n0,4,1.0,0,0.2\n1,3,0.5,0,0.3\n")
-    j = convert.convert_raw(jodie, "jodie")
+    j = data.convert_raw(jodie, "jodie")
     assert j.user_items(1).tolist() == [1]  # user 1 first in time (t=0.5) with item 3 -> id 1
     assert j.user_items(2).tolist() == [2, 1]
 

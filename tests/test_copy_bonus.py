@@ -15,11 +15,10 @@ from helpers import data
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import ConfigError
 from helpers.losses import loss_sum
-from helpers.model import SSEPT, SSEPTConfig, load_checkpoint, transfer_encoder
+from helpers.model import SSEPT, load_checkpoint, transfer_encoder
 from helpers.runs import RunFolder
-from helpers.train import TrainConfig, fit, make_optimizer
-from helpers.train import main as train_main
-from helpers.transfer import (
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies.transfer import (
     COPY_SETUPS,
     STUDY_COPY_LR_SCALE,
     STUDY_COPY_SLOTS,
@@ -28,6 +27,8 @@ from helpers.transfer import (
     run_settings,
     settings_key,
 )
+from helpers.train import fit, make_optimizer
+from helpers.train import main as train_main
 from tests.test_train import SMALL, _synthetic
 from tests.tolerance import assert_close_scaled
 

@@ -48,5 +48,5 @@ def test_fetch_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_data_keeps_fetch_and_files() -> None:
-    """The notebooks call `data.fetch(...)` and read `data.FILES[...]`; helpers.transfer imports `sha256_of`."""
-    assert data.fetch is fetch.fetch and data.FILES is fetch.FILES and data.sha256_of is fetch.sha256_of
+    """The notebooks call `data.fetch(...)` and read `data.FILES[...]`."""
+    assert data.fetch is fetch.fetch and data.FILES is fetch.FILES

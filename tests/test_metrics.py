@@ -128,7 +128,8 @@ def test_sampled_negatives_fixed_by_seed(small_split: data.Split) -> None:
 @pytest.mark.parametrize("protocol", ["sampled", "full"])
 def test_model_ranks_do_not_depend_on_the_batch_size(small_split: data.Split, protocol: str) -> None:
     """Each user's scores come from their own row, so every batch size gives the same ranks."""
-    from helpers.model import SSEPT, SSEPTConfig
+    from helpers.model import SSEPT
+    from helpers.settings import SSEPTConfig
 
     torch.manual_seed(0)
     model = SSEPT(SSEPTConfig(n_users=40, n_items=20, item_dim=8, user_dim=4, maxlen=10)).eval()

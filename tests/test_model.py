@@ -16,7 +16,8 @@ import torch
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import CheckpointError, ConfigError
-from helpers.model import LEGACY_MODEL_SETTINGS, SSEPT, AttentionDropout, SSEPTConfig, load_checkpoint
+from helpers.model import SSEPT, AttentionDropout, load_checkpoint
+from helpers.settings import LEGACY_MODEL_SETTINGS, SSEPTConfig
 
 #: Relative tolerance for two float32 computations of the same quantity (rounding ~1e-7,
 #: times a margin for sums taken in another order by another kernel or thread count).

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import notebook_outputs
-from helpers.notebook import REPO_URL
+from helpers.notebook import outputs
+from helpers.notebook.session import REPO_URL
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -24,7 +24,7 @@ def _code(source: str, *outputs: dict) -> dict:
 
 PNG = {"output_type": "display_data", "data": {"image/png": "iVBOR", "text/plain": ["<Figure>"]}}
 WIDGET = {"output_type": "display_data",
-          "data": {notebook_outputs.WIDGET: {"model_id": "x"}, "text/plain": ["train:   0%|  | 0/60 [00:00<?]"]}}
+          "data": {outputs.WIDGET: {"model_id": "x"}, "text/plain": ["train:   0%|  | 0/60 [00:00<?]"]}}
 
 
 def _stream(text: str) -> dict:
@@ -36,27 +36,27 @@ def _source(path: Path, index: int) -> str:
 
 
 def test_a_figure_cell_needs_an_image() -> None:
-    assert notebook_outputs.problems(_nb(_code("fig, ax = plt.subplots()\nplt.show()", PNG))) == []
-    assert notebook_outputs.problems(_nb(_code("plots.repeat_share([d], ax)", _stream("done\n")))) == [
+    assert outputs.problems(_nb(_code("fig, ax = plt.subplots()\nplt.show()", PNG))) == []
+    assert outputs.problems(_nb(_code("plots.repeat_share([d], ax)", _stream("done\n")))) == [
         "cell 0: draws a figure but has no image output"]
-    assert notebook_outputs.problems(_nb(_code("print(1)"))) == []
+    assert outputs.problems(_nb(_code("print(1)"))) == []
 
 
 def test_machine_paths_are_found_and_urls_are_not() -> None:
-    found = notebook_outputs.problems(_nb(_code("x", _stream("resuming /work/main/runs/a from epoch 3\n"))))
+    found = outputs.problems(_nb(_code("x", _stream("resuming /work/main/runs/a from epoch 3\n"))))
     assert found == ["cell 0: a machine path '/work/main/runs/a'"]
-    assert notebook_outputs.problems(_nb(_code("x", _stream("saved to 'C:\\Users\\me\\run'\n"))))
-    assert notebook_outputs.problems(_nb(_code("x", _stream("file /content/drive/MyDrive/x\n"))))
+    assert outputs.problems(_nb(_code("x", _stream("saved to 'C:\\Users\\me\\run'\n"))))
+    assert outputs.problems(_nb(_code("x", _stream("file /content/drive/MyDrive/x\n"))))
     clean = "see https://github.com/home/work/x and runs/work/home/y and Drive/ssept-runs/z\n"
-    assert notebook_outputs.problems(_nb(_code("x", _stream(clean)))) == []
+    assert outputs.problems(_nb(_code("x", _stream(clean)))) == []
 
 
 def test_progress_bars_are_saved_as_their_final_state_or_not_at_all() -> None:
     bar = _stream("epochs:  50%|#  | 1/2\repochs: 100%|##| 2/2 [00:03]\nnext line\n")
     nb = _nb(_code("fit()", WIDGET, bar))
-    assert len(notebook_outputs.problems(nb)) == 2
-    cleaned = notebook_outputs.clean(nb)
-    assert notebook_outputs.problems(cleaned) == []
+    assert len(outputs.problems(nb)) == 2
+    cleaned = outputs.clean(nb)
+    assert outputs.problems(cleaned) == []
     (kept,) = cleaned["cells"][0]["outputs"]
     assert kept["text"] == ["epochs: 100%|##| 2/2 [00:03]\n", "next line\n"]
 
@@ -64,7 +64,7 @@ def test_progress_bars_are_saved_as_their_final_state_or_not_at_all() -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_is_complete_and_clean(path: Path) -> None:
     """Every figure drawn, no path of the machine that ran it, no progress bar frozen at its start."""
-    assert notebook_outputs.problems(json.loads(path.read_text())) == []
+    assert outputs.problems(json.loads(path.read_text())) == []
 
 
 def test_notebooks_share_the_colab_and_setup_cells() -> None:

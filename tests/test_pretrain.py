@@ -7,9 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import pretrain
-from helpers.model import SSEPTConfig
-from helpers.train import TrainConfig
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies import pretrain
 from tests.test_train import cli_configs
 
 PLAN = {"item_dim": 16, "user_dim": 8, "maxlen": 20, "p_user": 0.5, "p_item": 0.2}

@@ -14,9 +14,10 @@ import torch
 from helpers import baselines, convert, data, recommend
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from helpers.evaluate import Evaluator
-from helpers.model import SSEPT, SSEPTConfig
-from helpers.notebook import history_and_recommendations
-from helpers.train import TrainConfig, fit
+from helpers.model import SSEPT
+from helpers.notebook.session import history_and_recommendations
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.train import fit
 from helpers.utils import run_cli
 
 N_USERS, N_ITEMS, MAXLEN = 6, 15, 5

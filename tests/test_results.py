@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from helpers.results import ablation_table, curve_runs, machine_label, runs_table, speed_table
+from helpers.notebook.results import ablation_table, curve_runs, machine_label, runs_table, speed_table
 
 
 def _record(user_dim: int, p_user: float, p_item: float, p_sub: float = 0.0, epochs: int = 10,
@@ -75,7 +75,7 @@ def test_ablation_refuses_mixed_budgets_and_duplicates() -> None:
 
 
 def test_notebook_03_prefers_a_freshly_trained_encoder(tmp_path) -> None:
-    from helpers.notebook import ROOT, pretrained_encoders
+    from helpers.notebook.session import ROOT, pretrained_encoders
 
     art = ROOT / "artifacts"
     committed = {"ssept": art / "ml1m_ssept_faithful.pt", "sasrec": art / "ml1m_sasrec.pt"}
@@ -89,7 +89,7 @@ def test_notebook_03_prefers_a_freshly_trained_encoder(tmp_path) -> None:
 
 
 def test_a_setup_keeps_its_colour_with_or_without_the_baselines() -> None:
-    from helpers.plots import _colours
+    from helpers.notebook.plots import _colours
 
     with_baselines = _colours(["popularity", "repeat-last", "most-frequent", "scratch", "fine-tune"])
     without = _colours(["scratch", "fine-tune"])

@@ -11,9 +11,17 @@ import torch
 
 from helpers import data
 from helpers.errors import ConfigError
-from helpers.model import SSEPTConfig
-from helpers.short_histories import CLI_DEFAULT, VARIANTS, append_row, keep_last, markdown, study_configs, summary_table
-from helpers.train import TrainConfig, fit
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies.short_histories import (
+    CLI_DEFAULT,
+    VARIANTS,
+    append_row,
+    keep_last,
+    markdown,
+    study_configs,
+    summary_table,
+)
+from helpers.train import fit
 from tests.test_train import cli_configs
 
 
@@ -104,7 +112,7 @@ def test_resumed_run_with_the_new_dropouts_is_identical(ml1m_slice: data.Sequenc
 def test_timed_fused_attention_dropout_is_the_models() -> None:
     """The fused doubled-keys way that the timing compares computes what `AttentionDropout` does."""
     from helpers.model import AttentionDropout
-    from helpers.short_histories import _fused_doubled_keys_attention_dropout
+    from helpers.studies.short_histories import _fused_doubled_keys_attention_dropout
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 1, 6, 4) for _ in range(3))

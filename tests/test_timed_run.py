@@ -11,7 +11,7 @@ import pytest
 from helpers import data
 from helpers.checkpoint import save_checkpoint
 from helpers.errors import ConfigError
-from helpers.timed_run import main, target_met, timed_run_record
+from helpers.studies.timed_run import main, target_met, timed_run_record
 from helpers.train import fit
 from tests.test_train import TC, _config, _synthetic
 

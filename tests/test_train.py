@@ -21,15 +21,10 @@ from helpers.checkpoint import read_checkpoint
 from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator
 from helpers.losses import compute_loss, loss_sum, make_loss_fn
-from helpers.model import SSEPT, SSEPTConfig, load_checkpoint, transfer_encoder
+from helpers.model import SSEPT, load_checkpoint, transfer_encoder
 from helpers.sampler import TrainSampler
-from helpers.train import (
-    TrainConfig,
-    fit,
-    make_optimizer,
-    pieces_per_batch,
-    train_epoch,
-)
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.train import fit, make_optimizer, pieces_per_batch, train_epoch
 from helpers.train import main as train_main
 from tests.tolerance import assert_close_scaled
 

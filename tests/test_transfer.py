@@ -15,9 +15,9 @@ from helpers import data
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator
-from helpers.model import SSEPTConfig, load_checkpoint
-from helpers.train import TrainConfig, fit
-from helpers.transfer import (
+from helpers.model import load_checkpoint
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies.transfer import (
     SETUPS,
     Setup,
     best_trained_vs_baselines,
@@ -28,6 +28,7 @@ from helpers.transfer import (
     validation_curves,
     write_summary,
 )
+from helpers.train import fit
 from tests.test_train import SMALL, _synthetic
 
 

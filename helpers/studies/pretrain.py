@@ -1,6 +1,6 @@
 """Notebook 02's study: SSE-PT and SASRec trained on ML-1M with one budget over several seeds.
 
-The runs (built from `helpers.presets`, faithful recipe), what they will cost before they start, the
+The runs (built from `helpers.settings`, faithful recipe), what they will cost before they start, the
 summary over seeds and the count of seeds SSE-PT wins, and the command line equivalent of each run.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from helpers import presets
-from helpers.model import SSEPTConfig
+from helpers import settings
+from helpers.notebook.session import ARTIFACTS, copy_to_drive, export_run, machine
 from helpers.runs import RunFolder
-from helpers.train import TrainConfig
+from helpers.settings import SSEPTConfig, TrainConfig
 
 #: Display label -> preset family.
 MODELS = {"SSE-PT": "ssept", "SASRec": "sasrec"}
@@ -73,9 +73,9 @@ def plan(
     for seed in seeds:
         for label, family in MODELS.items():
             own = {"user_dim": user_dim} if family == "ssept" else {}
-            model = presets.model_config(family, n_users, n_items, "faithful", item_dim=item_dim, maxlen=maxlen,
+            model = settings.model_config(family, n_users, n_items, "faithful", item_dim=item_dim, maxlen=maxlen,
                                          **own)
-            config = presets.train_config(family, "faithful", seed=seed, p_item=p_item, **train,
+            config = settings.train_config(family, "faithful", seed=seed, p_item=p_item, **train,
                                           **({"p_user": p_user} if family == "ssept" else {}))
             runs.append(PlannedRun(label, seed, model, config, folder_of(f"ml1m-{family}-s{seed}")))
     return runs
@@ -134,8 +134,6 @@ def export(runs: list[PlannedRun], table: pd.DataFrame, devices: dict[str, str],
     `table` is the notebook's comparison (rows `PlannedRun.name`, columns (protocol, metric)); `devices`
     names the device each run trained on.
     """
-    from helpers.notebook import ARTIFACTS, copy_to_drive, export_run, machine
-
     lines = []
     for run in runs:
         full = table.loc[run.name, "full"]

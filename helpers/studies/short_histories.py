@@ -14,9 +14,9 @@ and change the block form. Each run is `helpers.train.fit` in a run folder (resu
 best epoch by validation NDCG@10 (sampled protocol), test metrics at that epoch.
 
 Command line (one run, appended to the results CSV):
-    python -m helpers.short_histories --dataset ml-1m-last15 --variant post-norm --seed 0 \\
+    python -m helpers.studies.short_histories --dataset ml-1m-last15 --variant post-norm --seed 0 \\
         --epochs 200 --out runs/short/ml-1m-last15-post-norm-s0 --csv artifacts/short_histories.csv
-and `python -m helpers.short_histories --table artifacts/short_histories.csv` prints the
+and `python -m helpers.studies.short_histories --table artifacts/short_histories.csv` prints the
 mean over seeds as a Markdown table.
 """
 
@@ -35,13 +35,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from helpers import presets
+from helpers import settings
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
 from helpers.losses import compute_loss
-from helpers.model import DROPOUT_LEVELS, SSEPT, AttentionDropout, SSEPTConfig, keep_mask
+from helpers.model import DROPOUT_LEVELS, SSEPT, AttentionDropout, keep_mask
 from helpers.sampler import TrainSampler
-from helpers.train import TrainConfig, fit, make_optimizer, pieces_per_batch
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.train import fit, make_optimizer, pieces_per_batch
 from helpers.utils import atomic_write, cpu_name, run_cli
 
 #: Proxy name -> (source dataset, interactions kept per user (0: all), settings kind).
@@ -106,8 +107,8 @@ def study_configs(dataset: str, variant: str, n_users: int, n_items: int, seed: 
     model_kw, train_kw = SETTINGS[PROXIES[dataset][2]]
     if variant == CLI_DEFAULT:
         kind = {k: model_kw[k] for k in ("maxlen", "dropout")}
-        return (presets.model_config("sasrec", n_users, n_items, "defaults", **kind),
-                presets.train_config("sasrec", "defaults", seed=seed, epochs=epochs, eval_every=eval_every))
+        return (settings.model_config("sasrec", n_users, n_items, "defaults", **kind),
+                settings.train_config("sasrec", "defaults", seed=seed, epochs=epochs, eval_every=eval_every))
     extra = {k: model_kw["dropout"] if v == "DROPOUT" else v for k, v in VARIANTS[variant].items()}
     # Every variant setting is written out, so a run does not depend on the dataclass defaults.
     model = SSEPTConfig(n_users=n_users, n_items=n_items, **model_kw,
@@ -290,7 +291,8 @@ def time_attention_dropout(batches: int = 10, rounds: int = 5, dataset: str = "m
 
 def main(argv: list[str] | None = None) -> int:
     """Run one study run (and append its row), or print the summary table."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.short_histories", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.studies.short_histories",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=tuple(PROXIES), help="study dataset")
     parser.add_argument("--variant", choices=VARIANT_NAMES, help="model variant")
     parser.add_argument("--seed", type=int, default=0, help="training seed")

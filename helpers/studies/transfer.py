@@ -24,7 +24,7 @@ settings is refused, naming the difference, so changed settings never show old r
 A setting added after rows were recorded counts as absent at the value those rows had
 (`ADDED_SETTINGS`), so the recorded rows keep their keys.
 
-Command line: `python -m helpers.transfer --out DIR [--fractions ...] [--seeds ...]`.
+Command line: `python -m helpers.studies.transfer --out DIR [--fractions ...] [--seeds ...]`.
 """
 
 from __future__ import annotations
@@ -43,18 +43,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers import presets
 from helpers.baselines import all_baselines
 from helpers.checkpoint import read_checkpoint
-from helpers.data import Split, leave_one_out, load, sha256_of
+from helpers.data import Split, leave_one_out, load
 from helpers.errors import ConfigError
 from helpers.evaluate import Evaluator, Scorer
-from helpers.model import SSEPTConfig
+from helpers.fetch import sha256_of
 from helpers.runs import RunFolder, differences, flatten
-from helpers.train import TrainConfig, fit
-from helpers.utils import atomic_write, run_cli
+from helpers.settings import FAMILIES, SSEPTConfig, TrainConfig, with_tables
+from helpers.train import fit
+from helpers.utils import REPO_ROOT, atomic_write, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Setup:
     """One way to start and train a model on the target data."""
 
     name: str
-    family: str = "ssept"  # "ssept" or "sasrec" (helpers.presets.FAMILIES)
+    family: str = "ssept"  # "ssept" or "sasrec" (helpers.settings.FAMILIES)
     pretrained: bool = False  # start from the family's pretrained encoder
     freeze_encoder: bool = False  # train only the user and item tables
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder
@@ -154,9 +154,9 @@ def evaluate_all(model: Scorer, split: Split, seed: int = 0, n_negatives: int = 
 def run_settings(split: Split, setup: Setup, base: SSEPTConfig, train: TrainConfig, fraction: float, seed: int,
                  encoder: Path | None) -> tuple[SSEPTConfig, TrainConfig, dict[str, Any]]:
     """The model and training config of one run, and every setting that shapes its row."""
-    model_config = replace(presets.with_tables(base, split.data.n_users, split.data.n_items),
+    model_config = replace(with_tables(base, split.data.n_users, split.data.n_items),
                            copy_slots=setup.copy_slots)
-    family_train = presets.FAMILIES[setup.family][1]
+    family_train = FAMILIES[setup.family][1]
     config = replace(train, seed=seed, train_fraction=fraction, freeze_encoder=setup.freeze_encoder,
                      encoder_lr_scale=setup.encoder_lr_scale, copy_lr_scale=setup.copy_lr_scale, loss=setup.loss,
                      p_user=family_train["p_user"])
@@ -392,7 +392,7 @@ def export_study(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFram
 
 def main(argv: list[str] | None = None) -> int:
     """Run (or continue) the Wiki1000 transfer study and write its CSV."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.transfer", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.studies.transfer", description=main.__doc__)
     parser.add_argument("--out", default="runs/wiki1000-transfer", help="folder of the CSV and the run folders")
     parser.add_argument("--setups", nargs="+", default=[s.name for s in ALL_SETUPS],
                         choices=[s.name for s in ALL_SETUPS])

@@ -1,6 +1,6 @@
-"""Speed benchmark: `python -m helpers.bench [--out artifacts/bench_cpu.json]`.
+"""Speed benchmark: `python -m helpers.studies.bench [--out artifacts/bench_cpu.json]`.
 
-For SSE-PT (50 + 50) and SASRec (50) on ML-1M, as `helpers.presets` defines them under the
+For SSE-PT (50 + 50) and SASRec (50) on ML-1M, as `helpers.settings` defines them under the
 `faithful` recipe (maxlen 200, batch size 128; `BENCH_RECIPE`), it measures, in one process:
 - seconds per training epoch (median of `--epochs` timed epochs after one warm-up),
   sequences per second, and the model's achieved GFLOP/s as a share of this
@@ -40,12 +40,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import presets
+from helpers import settings
 from helpers.data import SequenceData, Split, leave_one_out, load, pairs_to_sequences
 from helpers.evaluate import Evaluator
-from helpers.model import SSEPT, SSEPTConfig
+from helpers.model import SSEPT
 from helpers.sampler import TrainSampler
-from helpers.train import TrainConfig, train_epoch, training_setup
+from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.train import train_epoch, training_setup
 from helpers.utils import atomic_write, cpu_name, device_description, get_device, run_cli
 
 #: The preset recipe whose architecture and training settings every benchmarked model uses.
@@ -193,8 +194,8 @@ def layout_name(name: str) -> str:
 
 def bench_configs(family: str, data: SequenceData, layout: str) -> tuple[SSEPTConfig, TrainConfig]:
     """The family's model and training settings under `BENCH_RECIPE`, with the batch layout's settings."""
-    return (presets.model_config(family, data.n_users, data.n_items, BENCH_RECIPE),
-            presets.train_config(family, BENCH_RECIPE, **parse_layout(layout)))
+    return (settings.model_config(family, data.n_users, data.n_items, BENCH_RECIPE),
+            settings.train_config(family, BENCH_RECIPE, **parse_layout(layout)))
 
 
 def bench_settings(args: argparse.Namespace, data: SequenceData) -> dict[str, Any]:
@@ -277,9 +278,9 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print a table and write the JSON file."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(presets.FAMILIES), choices=list(presets.FAMILIES),
-                        help=f"model families of helpers/presets.py, timed under its {BENCH_RECIPE!r} recipe")
+    parser = argparse.ArgumentParser(prog="python -m helpers.studies.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(settings.FAMILIES), choices=list(settings.FAMILIES),
+                        help=f"model families of helpers/settings.py, timed under its {BENCH_RECIPE!r} recipe")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
     parser.add_argument("--layouts", nargs="+", type=layout_name, default=["plain", "chunks4", "bucket8"],
                         help="batch layouts to time: plain, chunksN, bucketN, each optionally + -fp32")

@@ -4,8 +4,8 @@ A committed notebook fails the check when a cell that draws a figure has no imag
 absolute path of the machine that ran it, or when it holds a progress bar that is not its final state (a
 widget, whose saved text is the bar as it was first drawn, or text still holding carriage returns).
 `clean` removes progress-bar widgets and keeps the last state of carriage-return lines; it never touches
-anything else. Usage after executing a notebook: `python -m helpers.notebook_outputs clean notebooks/*.ipynb`,
-then `python -m helpers.notebook_outputs check notebooks/*.ipynb`.
+anything else. Usage after executing a notebook: `python -m helpers.notebook.outputs clean notebooks/*.ipynb`,
+then `python -m helpers.notebook.outputs check notebooks/*.ipynb`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def clean(notebook: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """`check` prints every problem and exits 1 if there is one; `clean` rewrites the files in place."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.notebook_outputs", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.notebook.outputs", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["check", "clean"])
     parser.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)

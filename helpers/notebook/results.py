@@ -102,7 +102,7 @@ SPEED_COLUMNS = ("epoch_seconds", "warmup_epoch_seconds", "sequences_per_s", "gf
 
 
 def speed_table(benchmarks: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per (benchmark file, configuration) of `python -m helpers.bench` outputs, `SPEED_COLUMNS` wide
+    """One row per (benchmark file, configuration) of `python -m helpers.studies.bench` outputs, `SPEED_COLUMNS` wide
     (missing measurements empty)."""
     frames = {file: pd.DataFrame({name: {c: run.get(c) for c in SPEED_COLUMNS}
                                   for name, run in bench["runs"].items()}).T

@@ -1,4 +1,4 @@
-"""The record of a timed training run: `python -m helpers.timed_run FOLDER --wall S --mode M --out FILE`.
+"""The record of a timed training run: `python -m helpers.studies.timed_run FOLDER --wall S --mode M --out FILE`.
 
 The GPU speed target (200 faithful SSE-PT epochs on ML-1M, validation every 20 epochs, in at
 most a minute of wall time, test sampled NDCG@10 >= 0.60) is checked on the record of one real
@@ -70,7 +70,7 @@ def timed_run_record(folder: str | Path, wall_seconds: float, mode: str, card: s
 
 def main(argv: list[str] | None = None) -> int:
     """Write the record of one timed run as JSON and print its headline."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.timed_run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.studies.timed_run", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="the timed run's folder (history.csv, run.json)")
     parser.add_argument("--wall", type=float, required=True, help="wall seconds of the whole process")
     parser.add_argument("--mode", required=True, help="compile mode the run used (off, default, reduce-overhead)")
