@@ -22,8 +22,12 @@ from helpers.utils import atomic_write
 MIRROR_ENV = "SSEPT_DATA_MIRROR"
 #: Environment variable naming the local data folder.
 DATA_DIR_ENV = "SSEPT_DATA_DIR"
-#: The local data folder when `$SSEPT_DATA_DIR` is not set: `data/` in the repository.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: The local data folder when `$SSEPT_DATA_DIR` is not set: `data/` in the repository (a checkout has
+#: `data/README.md` beside `helpers/`); for an installed package (`pip install .` on a cluster), a folder
+#: in the user's cache, never site-packages.
+_CHECKOUT_DATA = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATA_DIR = (_CHECKOUT_DATA if (_CHECKOUT_DATA / "README.md").is_file()
+                    else Path.home() / ".cache" / "ssept-pytorch" / "data")
 #: Seconds to wait on one public URL before trying the next.
 DOWNLOAD_TIMEOUT_S = 60
 #: Bytes read at a time when hashing or copying a file (1 MiB).
@@ -74,7 +78,7 @@ FILES: dict[str, RemoteFile] = {
     ),
 }
 def data_dir() -> Path:
-    """The local data folder: `$SSEPT_DATA_DIR` if set, else `data/` in the repository."""
+    """The local data folder: `$SSEPT_DATA_DIR` if set, else `DEFAULT_DATA_DIR`."""
     return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
