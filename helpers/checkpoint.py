@@ -11,7 +11,9 @@ A checkpoint is one dict of plain types and tensors:
     epoch        last finished epoch
     history      list of per-epoch dicts
     best         {"epoch", "valid_ndcg@10", ...} or {}
-    rng          states of the NumPy sampler and dropout generators, torch (CPU, CUDA), `random`
+    rng          states of the NumPy sampler and dropout generators, torch (CPU, CUDA), `random`;
+                 with several processes, a list of them indexed by rank (each with the shared order's too)
+    world_size   number of processes that trained it (absent before it was recorded: 1)
 
 Because loading uses `torch.load(weights_only=True)`, a file that holds any other
 pickled object is refused instead of executing code.
@@ -68,23 +70,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator) -> dict[str, Any]:
-    """Every random state a run consumes, as plain types and tensors."""
+def rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator,
+              order_rng: np.random.Generator | None = None) -> dict[str, Any]:
+    """Every random state a run consumes, as plain types and tensors (`order_rng`: the sampler's
+    order when it is not `np_rng`, as with several processes)."""
     state: dict[str, Any] = {
         "numpy": np_rng.bit_generator.state,
         "dropout": dropout_rng.bit_generator.state,
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
     }
+    if order_rng is not None:
+        state["order"] = order_rng.bit_generator.state
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator, state: dict[str, Any]) -> None:
+def restore_rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator, state: dict[str, Any],
+                      order_rng: np.random.Generator | None = None) -> None:
     """Put back what `rng_state` saved, so training continues exactly."""
     np_rng.bit_generator.state = state["numpy"]
     dropout_rng.bit_generator.state = state["dropout"]
+    if order_rng is not None:
+        order_rng.bit_generator.state = state["order"]
     torch.set_rng_state(state["torch"])
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))

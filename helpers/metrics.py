@@ -3,9 +3,13 @@
 Ties count against the model: a constant scorer ranks every target last and gets
 HR@k = 0, whatever the order of the candidates. NaN scores are an error, never a rank:
 `NaN >= x` is False, so without the check a diverged model would rank every target first.
+Full ranks are counted block by block of items (`blockwise_full_ranks`), so a catalogue of any
+size needs the memory of one block.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,12 +31,38 @@ def full_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Excluded items may be -inf (padding, removed history); NaN anywhere, +inf, or a
     target that is not finite is an error.
     """
-    target_scores = scores.gather(1, targets[:, None])
-    if torch.isnan(scores).any() or torch.isposinf(scores).any() or not torch.isfinite(target_scores).all():
-        bad = int((torch.isnan(scores) | torch.isposinf(scores)).sum())
-        raise NonFiniteError(f"{bad} of {scores.numel()} scores are NaN or +inf, or a held-out item's score "
-                             "is not finite")
-    return (scores >= target_scores).sum(dim=1) - 1
+    return blockwise_full_ranks(lambda items: scores[:, items], targets, [(0, scores.shape[1])])
+
+
+def blockwise_full_ranks(
+    score: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, blocks: Sequence[tuple[int, int]],
+    removed: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """`full_ranks` of the scores `score(items)` (B, C) gives for blocks of item ids, one block at a time.
+
+    `blocks` are the [start, end) ranges that cover the columns; `removed`, (rows, items) pairs to score
+    -inf (a user's history; never the target). A rank is the count of other items scoring at least the
+    target's score, which comes from `score(targets)`; NaN or +inf in any block (after removal), or a
+    target that is not finite, is an error naming the counts over all blocks.
+    """
+    target_scores = score(targets).float().diagonal()
+    rows = torch.arange(targets.shape[0], device=targets.device)
+    ranks = torch.zeros_like(targets)
+    bad, total = 0, 0
+    for start, end in blocks:
+        items = torch.arange(start, end, device=targets.device)
+        block = score(items).float().clone()
+        if removed is not None:
+            inside = (removed[1] >= start) & (removed[1] < end)
+            block[removed[0][inside], removed[1][inside] - start] = float("-inf")
+        bad += int((torch.isnan(block) | torch.isposinf(block)).sum())
+        total += block.numel()
+        own = (targets >= start) & (targets < end)
+        block[rows[own], targets[own] - start] = float("-inf")  # the target is not its own competitor
+        ranks += (block >= target_scores[:, None]).sum(dim=1)
+    if bad or not torch.isfinite(target_scores).all():
+        raise NonFiniteError(f"{bad} of {total} scores are NaN or +inf, or a held-out item's score is not finite")
+    return ranks
 
 
 def near_tie_tolerance(n_users: int, flips: int = 3) -> float:

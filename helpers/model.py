@@ -26,6 +26,7 @@ sequence: an input of width L < maxlen uses the last L position embeddings.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,24 @@ ENCODER_PREFIXES = ("pos_emb.", "blocks.", "final_norm.")
 DROPOUT_LEVELS = 1 << 16
 #: Layer-norm epsilon, as in the original SASRec (TensorFlow) code.
 LAYER_NORM_EPS = 1e-8
+
+
+def sum_by_item(window: torch.Tensor, values: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """For candidate ids `items` (C,), repeats allowed: `out[..., c]` = the sum of `values[..., s]` over the
+    slots s with `window[..., s] == items[c]`; `window` and `values` are (..., L), `out` is (..., C).
+
+    The same numbers as comparing every slot with every candidate, without the (..., L, C) comparison: the
+    candidates are sorted once, each slot finds its candidate by binary search, and one scatter adds the
+    slots' values (a repeated id reads its first copy's sum). Shapes never depend on the data.
+    """
+    size = items.shape[0]
+    ordered, order = items.sort()
+    slot = torch.searchsorted(ordered, window.contiguous())
+    found = ordered[slot.clamp(max=size - 1)] == window
+    column = torch.where(found, slot, size)  # column `size` collects the slots of items that are not candidates
+    sums = values.new_zeros(*window.shape[:-1], size + 1).scatter_add(-1, column, values)
+    first = torch.searchsorted(ordered, ordered)  # each sorted candidate's first copy
+    return sums[..., first[order.argsort()]]
 
 
 class Dropout(nn.Module):
@@ -357,6 +376,42 @@ class SSEPT(nn.Module):
             scores.scatter_add_(-1, window, bonus.to(scores.dtype))  # each item gains from one slot at most
         scores[..., 0] = float("-inf")
         return scores
+
+    def score_shared(self, hidden: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
+                     seqs: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of the same candidate ids `items` (C,) at every row of `hidden`: (B, L, C) for every position
+        (B, L, d), (B, C) after the last one (B, d). Only the C candidates' rows of the item table are read.
+        With `copy_slots`, pass the windows `seqs` (B, L) for the copy bonus."""
+        item_part, user_score = self._split_hidden(hidden, users)
+        window = self._window_terms(hidden, seqs, None) if self.copy_bonus is not None else None
+        return self._score_shared(item_part, user_score, window, items)
+
+    def _score_shared(self, item_part: torch.Tensor, user_score: torch.Tensor | None,
+                      window: tuple[torch.Tensor, torch.Tensor] | None, items: torch.Tensor) -> torch.Tensor:
+        """`score_all`'s terms for the columns `items` alone: the item part's product with their rows, the
+        user part's score, and the copy bonus (`window`: `copy_terms` lined up with `item_part`'s rows)."""
+        scores = item_part @ self.item_emb(items).T
+        if user_score is not None:
+            scores = scores + user_score.unsqueeze(-1)
+        if window is not None:
+            scores = scores + sum_by_item(window[0], window[1], items).to(scores.dtype)
+        return scores
+
+    @torch.no_grad()
+    def block_scorer(self, users: torch.Tensor, seqs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Each user's final state, computed once, and a function that scores any block of item ids (C,)
+        after the last position, (B, C): the columns `items` of `predict(users, seqs, None)`, with the same
+        terms (item 0, padding, is -inf). Memory grows with B x C, never with the catalogue."""
+        last = self.forward(users, seqs, last_only=True)[:, -1, :]
+        item_part, user_score = self._split_hidden(last, users)
+        window = self.copy_terms(seqs, last_only=True) if self.copy_bonus is not None else None
+
+        def score(items: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                scores = self._score_shared(item_part, user_score, window, items)
+                return scores.masked_fill(items == 0, float("-inf"))
+
+        return score
 
     @torch.no_grad()
     def predict(self, users: torch.Tensor, seqs: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:

@@ -3,7 +3,9 @@
 `recommend(model, history, user=None, k=10)` scores every item after `history` (oldest
 first; only the last `maxlen` items enter the model) in evaluation mode and returns
 the k best, never padding and never an item of the history unless `allow_repeats`.
-Ties are broken by the smaller item id, so the answer is the same every time.
+Ties are broken by the smaller item id, so the answer is the same every time. The
+catalogue is scored in blocks of items with a running top k (`top_k`), so its size costs
+time, not memory.
 
 A history without a known user: SSE-PT needs a user vector, and `UnknownUser` supplies
 one (`UNKNOWN_USER_MODES`):
@@ -29,7 +31,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,7 +43,7 @@ from torch import nn
 from helpers.convert import IdMaps, read_id_maps
 from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, Split, leave_one_out, load, movie_titles
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from helpers.evaluate import Evaluator, Scorer
+from helpers.evaluate import SCORE_BLOCK, Evaluator, Scorer, catalogue_scorer, item_blocks, n_items_of
 from helpers.model import SSEPT, load_checkpoint
 from helpers.settings import PROTOCOLS
 from helpers.utils import UNKNOWN_USER_STREAM, atomic_write, cpu_name, get_device, run_cli
@@ -126,14 +128,34 @@ class UnknownUser(nn.Module):
         if self.mode != "random":
             with _user_row(self.model, self.user_vector()):
                 return self.model.predict(anon, seqs, candidates)
+        return _mean(self.model.predict(fed, seqs, candidates) for fed in self._random_users(users))
+
+    @torch.no_grad()
+    def block_scorer(self, users: torch.Tensor, seqs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`predict`'s scores for any block of item ids (see `SSEPT.block_scorer`), the states computed once."""
+        anon = torch.full_like(users, UNKNOWN_USER_ID)
+        if self.model.user_emb is None:
+            return self.model.block_scorer(anon, seqs)
+        if self.mode != "random":
+            with _user_row(self.model, self.user_vector()):
+                return self.model.block_scorer(anon, seqs)  # reads the supplied vector now, once
+        scorers = [self.model.block_scorer(fed, seqs) for fed in self._random_users(users)]
+        return lambda items: _mean(one(items) for one in scorers)
+
+    def _random_users(self, users: torch.Tensor) -> list[torch.Tensor]:
+        """The user ids `random` feeds, one tensor per draw; never a row's own id."""
         n_users = self.model.config.n_users
-        total = None
-        for other in self.draw_ids.to(users.device):
-            fed = torch.full_like(users, int(other))
-            fed = torch.where(fed == users, fed % n_users + 1, fed)  # never the row's own id
-            scores = self.model.predict(fed, seqs, candidates).float()
-            total = scores if total is None else total + scores
-        return total / len(self.draw_ids)
+        fed = [torch.full_like(users, int(other)) for other in self.draw_ids.to(users.device)]
+        return [torch.where(ids == users, ids % n_users + 1, ids) for ids in fed]
+
+
+def _mean(parts: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The mean of float32 score tensors, added up in order."""
+    total, count = None, 0
+    for part in parts:
+        scores = part.float()
+        total, count = (scores if total is None else total + scores), count + 1
+    return total / count
 
 
 # --------------------------------------------------------------------------- recommend
@@ -142,9 +164,7 @@ class UnknownUser(nn.Module):
 def _catalogue(model: Scorer) -> tuple[int, int | None]:
     """Largest item id, and largest user id when the model has a user part (else None)."""
     config = getattr(model, "config", None)
-    if config is not None:
-        return config.n_items, (config.n_users if config.user_dim else None)
-    return int(model.n_items), None
+    return n_items_of(model), (config.n_users if config is not None and config.user_dim else None)
 
 
 def check_history(history: Sequence[int] | np.ndarray, n_items: int) -> np.ndarray:
@@ -185,12 +205,14 @@ def recommend(
     k: int = 10,
     allow_repeats: bool = False,
     unknown_user: str = DEFAULT_UNKNOWN_USER,
+    block_size: int = SCORE_BLOCK,
 ) -> Recommendations:
     """The `k` best items after `history` (item ids, oldest first) for `user`, best first.
 
     `user=None` is an unknown user, scored as `UnknownUser(model, unknown_user)`. Items of
     the history are left out unless `allow_repeats`; fewer than `k` come back when fewer
     remain. Runs in evaluation mode (the model's mode is restored) and is deterministic.
+    `block_size` items are scored at a time (the answer does not depend on it).
     """
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
@@ -204,19 +226,38 @@ def recommend(
     device = _device(model)
     window = torch.from_numpy(items[-model.maxlen:][None, :]).to(device)
     users = torch.tensor([user or UNKNOWN_USER_ID], device=device)
-    with eval_mode(model), torch.no_grad():
-        scores = scorer.predict(users, window, None)[0].float().cpu().numpy()
     allowed = np.ones(n_items + 1, dtype=bool)
     allowed[0] = False  # padding
     if not allow_repeats:
         allowed[items] = False
-    candidates = np.flatnonzero(allowed)
-    bad = int((~np.isfinite(scores[candidates])).sum())
-    if bad:  # a NaN would otherwise sort as if it were a score
-        raise NonFiniteError(f"{bad} of {candidates.size} item scores are NaN or infinite: the model has diverged")
-    # Stable sort of the negated scores: equal scores keep id order, the same on every call.
-    best = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
-    return Recommendations(best, scores[best].astype(np.float32))
+    with eval_mode(model), torch.no_grad():
+        score, n_cols = catalogue_scorer(scorer, users, window)
+        return top_k(lambda ids: score(ids)[0], allowed, k, item_blocks(n_cols, block_size), device)
+
+
+def top_k(score: Callable[[torch.Tensor], torch.Tensor], allowed: np.ndarray, k: int,
+          blocks: Sequence[tuple[int, int]], device: torch.device | str = "cpu") -> Recommendations:
+    """The `k` best `allowed` item ids by the scores `score(ids)` (C,) gives for blocks of ids, best first,
+    equal scores by the smaller id, with a running top k: the same answer as sorting every allowed score.
+
+    A NaN or infinite score among the allowed items is an error (a NaN would sort as if it were a score).
+    """
+    best_items, best_scores = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    bad = total = 0
+    for start, end in blocks:
+        keep = allowed[start:end]
+        ids = np.arange(start, end)[keep]
+        scores = score(torch.arange(start, end, device=device)).float().cpu().numpy()[keep]
+        bad, total = bad + int((~np.isfinite(scores)).sum()), total + ids.size
+        if scores.size > k:  # only what can still enter the top k: the k-th best and everything tied with it
+            top = scores >= np.partition(scores, scores.size - k)[scores.size - k]
+            ids, scores = ids[top], scores[top]
+        ids, scores = np.concatenate([best_items, ids]), np.concatenate([best_scores, scores])
+        order = np.lexsort((ids, -scores))[:k]  # by score, best first, then by the smaller id
+        best_items, best_scores = ids[order], scores[order]
+    if bad:
+        raise NonFiniteError(f"{bad} of {total} item scores are NaN or infinite: the model has diverged")
+    return Recommendations(best_items, best_scores.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- measuring the unknown-user choice

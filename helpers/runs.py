@@ -1,6 +1,6 @@
 """The run folder: the only code that knows its file names and what a checkpoint holds.
 
-    run.json      every setting of the run (model, training, dataset, init_from and its hash)
+    run.json      every setting of the run (model, training, dataset, init_from and its hash, processes)
     last.pt       the newest checkpoint, with optimiser and random-generator state (resumable)
     prev.pt       the one before it, kept in case last.pt is damaged
     best.pt       the best epoch by validation (weights only)
@@ -34,7 +34,8 @@ RESUMABLE_CHANGES = ("train.epochs",)
 #: these values `prepare` would see a difference from today's settings and refuse the folder.
 #: Never remove an entry while such folders (or committed run records) may exist.
 LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0, "train.copy_lr_scale": 1.0,
-                   **{f"model.{k}": v for k, v in LEGACY_MODEL_SETTINGS.items()}}
+                   "train.negatives": 0, "train.negative_sampling": "uniform",
+                   "world_size": 1, **{f"model.{k}": v for k, v in LEGACY_MODEL_SETTINGS.items()}}
 #: Recorded only since they existed; a run.json without them is not refused for it.
 CHECKED_WHEN_RECORDED = ("init_from_sha256",)
 
@@ -79,10 +80,20 @@ class RunFolder:
             return {}
         return LEGACY_SETTINGS | flatten(json.loads(self.run.read_text()))
 
-    def prepare(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
-        """Refuse to mix runs: a different run needs `overwrite`; the same one needs `resume`."""
+    def check(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
+        """Refuse to mix runs: a different run needs `overwrite`; the same one needs `resume`, with as many
+        processes as it was trained by. Reads only, so every rank can check before rank 0 writes."""
         if self.exists() and not overwrite:
-            differs = differences(self.stored(), flatten(description), ignore=RESUMABLE_CHANGES)
+            stored = self.stored()
+            before, now = stored.get("world_size", 1), description.get("world_size", 1)
+            if before != now:
+                raise ConfigError(
+                    f"{self.path} was trained by {before} process(es) and this launch has {now}; a run resumes "
+                    f"only with its own count: relaunch with torchrun --nproc_per_node {before}, "
+                    "or pass overwrite (--overwrite) to start over"
+                )
+            # The process count is compared above (absent in a description: 1), the rest here.
+            differs = differences(stored, flatten(description), ignore=(*RESUMABLE_CHANGES, "world_size"))
             if differs:
                 raise ConfigError(
                     f"{self.path} already holds a different run (differs in: {', '.join(differs)}); "
@@ -93,6 +104,10 @@ class RunFolder:
                     f"{self.path} already holds this run; pass resume (--resume) to continue it "
                     "or overwrite (--overwrite) to start over"
                 )
+
+    def prepare(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
+        """`check`, then write run.json (after clearing the folder with `overwrite`)."""
+        self.check(description, resume, overwrite)
         if overwrite:
             for p in (self.last, self.prev, self.fresh, self.best, self.history):
                 p.unlink(missing_ok=True)

@@ -2,6 +2,11 @@
 
 Every random draw comes from one seeded `numpy.random.Generator`, so the same seed
 gives the same batches. No Python loop runs per item or per user.
+
+With several processes (`helpers.distributed`), `batch_size` is the global batch: every rank draws
+the same order of users from a generator shared by all ranks (`order_rng`), cuts the same global
+batches, and trains its share of each; its own draws (windows, negatives, SSE) come from its own
+generator (`draw_rng`). With one process both are the same generator, as they always were.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from helpers.data import Split
+from helpers.data import Split, item_popularity
 from helpers.errors import ConfigError
 from helpers.history import HistoryIndex, gather_windows, sample_negatives
+from helpers.settings import NEGATIVE_SAMPLINGS
 
 T = TypeVar("T")
 #: Seconds `prefetch`'s thread waits on a full queue before checking whether to stop.
@@ -31,6 +37,9 @@ class Batch:
     seq: np.ndarray  # input items
     pos: np.ndarray  # next-item targets (after item SSE); 0 at padding
     neg: np.ndarray  # one negative per position, never in the user's training history
+    shared_neg: np.ndarray | None = None  # (R,) sampled softmax: negatives every position shares; else None
+    shared_log_q: np.ndarray | None = None  # (R,) their log sampling probabilities (popularity sampling); else None
+    pos_log_q: np.ndarray | None = None  # (B, L) the same for the targets, 0 at padding (popularity); else None
 
     @property
     def n_positions(self) -> int:
@@ -41,7 +50,8 @@ class Batch:
         """The same rows cut into at most `parts` batches of similar length, each trimmed.
 
         Summing a loss over the pieces gives exactly the gradient of the whole batch (rows
-        never interact), with less padding computed: see `partition_by_length`.
+        never interact), with less padding computed: see `partition_by_length`. The shared
+        negatives of the sampled softmax are the whole batch's, in every piece.
         """
         if parts <= 1:
             return [self]
@@ -49,9 +59,52 @@ class Batch:
         pieces = []
         for rows in partition_by_length(lengths, parts):
             width = max(int(lengths[rows].max()), 1)
+            pos_log_q = None if self.pos_log_q is None else self.pos_log_q[rows, -width:]
             pieces.append(Batch(self.users[rows], self.seq[rows, -width:], self.pos[rows, -width:],
-                                self.neg[rows, -width:]))
+                                self.neg[rows, -width:], self.shared_neg, self.shared_log_q, pos_log_q))
         return pieces
+
+
+class SharedNegatives:
+    """How the sampled softmax draws the `count` negatives that every position of a batch shares.
+
+    Each is an independent draw (with replacement) over the item ids 1..n_items, whatever the users'
+    histories: uniform, or in proportion to the item's count in the training part plus one (the one
+    keeps every item drawable, and the log-probability of an item never trained on finite: item SSE
+    can make such an item a target). `log_q[j]` is the log-probability of drawing item j in one draw,
+    which the loss subtracts from item j's logit (the log-Q correction; `helpers.losses`); None for
+    uniform draws, where it is the same for every item and the softmax ignores it. `log_q[0]` (padding,
+    never drawn) is 0, so padded positions stay finite.
+    """
+
+    def __init__(self, count: int, n_items: int, counts: np.ndarray | None = None) -> None:
+        """`counts` (n_items + 1,): training counts by item id for popularity draws; None for uniform."""
+        if count < 1:
+            raise ConfigError(f"negatives must be at least 1 for the sampled softmax, got {count}")
+        if count >= n_items:
+            raise ConfigError(f"negatives {count} must be below the number of items ({n_items}): pass "
+                              f"--negatives {n_items - 1} or fewer, or --loss ce for a softmax over every item")
+        self.count, self.n_items = count, n_items
+        self.cumulative: np.ndarray | None = None
+        self.log_q: np.ndarray | None = None
+        if counts is not None:
+            weights = np.asarray(counts, dtype=np.float64)[1:] + 1.0
+            self.cumulative = np.cumsum(weights)
+            self.log_q = np.concatenate([[0.0], np.log(weights / self.cumulative[-1])]).astype(np.float32)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """`count` item ids, each drawn independently from the distribution."""
+        if self.cumulative is None:
+            return rng.integers(1, self.n_items + 1, size=self.count)
+        picks = np.searchsorted(self.cumulative, rng.random(self.count) * self.cumulative[-1], side="right")
+        return np.minimum(picks, self.n_items - 1) + 1
+
+    def batch_fields(self, rng: np.random.Generator, pos: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch's shared negatives and the log-probabilities of them and of its targets `pos`."""
+        shared = self.draw(rng)
+        if self.log_q is None:
+            return {"shared_neg": shared}
+        return {"shared_neg": shared, "shared_log_q": self.log_q[shared], "pos_log_q": self.log_q[pos]}
 
 
 def partition_by_length(lengths: np.ndarray, parts: int) -> list[np.ndarray]:
@@ -90,7 +143,7 @@ def partition_by_length(lengths: np.ndarray, parts: int) -> list[np.ndarray]:
 
 
 class TrainSampler:
-    """Batches over the training users, each user once per epoch in a shuffled order."""
+    """Batches over the training users, each user once per epoch in a shuffled order (across all ranks)."""
 
     def __init__(
         self,
@@ -103,12 +156,24 @@ class TrainSampler:
         p_sub: float = 0.0,
         users: np.ndarray | None = None,
         bucket: int = 0,
+        order_rng: np.random.Generator | None = None,
+        rank: int = 0,
+        world: int = 1,
+        negatives: int = 0,
+        negative_sampling: str = "uniform",
     ) -> None:
         """`users` restricts training to a subset; `bucket` > 0 groups users of similar length.
 
         With `bucket = k`, each run of k * batch_size shuffled users is sorted by window
         length before it is cut into batches, and the batches are then shuffled. Each
         batch is trimmed to its longest window, so less padding is computed.
+
+        `rng` makes this process's draws (windows, negatives, SSE); `order_rng` the epoch's order,
+        the same on every rank (default: `rng`, as one process does). With `world` > 1 processes,
+        rank `rank` trains every `world`-th user of each global batch of `batch_size` users.
+
+        `negatives` > 0 draws that many negatives per batch for the sampled softmax (`SharedNegatives`),
+        "uniform" or by the trained users' "popularity"; with 0 nothing more is drawn than before.
         """
         for label, p in (("p_user", p_user), ("p_item", p_item), ("p_sub", p_sub)):
             if not 0.0 <= p <= 1.0:
@@ -119,36 +184,86 @@ class TrainSampler:
         trainable = np.flatnonzero(split.train_len >= 2)
         if users is not None:
             trainable = np.intersect1d(trainable, np.asarray(users))
+        if world > trainable.size:
+            raise ConfigError(f"{world} processes but only {trainable.size} training users: each process needs "
+                              f"at least one; launch at most {trainable.size} (torchrun --nproc_per_node)")
         if batch_size < 1 or batch_size > trainable.size:
             raise ConfigError(
                 f"batch_size {batch_size} must be between 1 and the number of training users ({trainable.size})"
             )
-        self.data, self.split, self.rng = data, split, rng
+        if batch_size < world:
+            raise ConfigError(f"batch_size {batch_size} is the global batch, shared by {world} processes: "
+                              f"pass --batch-size {world} or more, or launch fewer processes")
+        self.data, self.split = data, split
+        self.draw_rng = rng  # this rank's draws; the only generator `make_batch` uses
+        self.order_rng = order_rng if order_rng is not None else rng  # the epoch's order, shared by all ranks
+        self.rank, self.world = rank, world
         self.batch_size, self.maxlen, self.bucket = batch_size, maxlen, bucket
         self.p_user, self.p_item, self.p_sub = p_user, p_item, p_sub
         self.users = trainable
         self.history = HistoryIndex(data, split.train_len)
+        self.shared = self._shared_negatives(negatives, negative_sampling)
+
+    def _shared_negatives(self, negatives: int, sampling: str) -> SharedNegatives | None:
+        """The sampled softmax's draws (None without it); popularity counts the trained users' training parts."""
+        if negatives == 0:
+            return None
+        if sampling not in NEGATIVE_SAMPLINGS:
+            raise ConfigError(f"negative_sampling must be one of {NEGATIVE_SAMPLINGS}, got {sampling!r}")
+        counts = None
+        if sampling == "popularity":
+            trained = np.zeros_like(self.split.train_len)
+            trained[self.users] = self.split.train_len[self.users]
+            counts = item_popularity(self.data, trained)
+        return SharedNegatives(negatives, self.data.n_items, counts)
 
     def __len__(self) -> int:
-        return -(-self.users.size // self.batch_size)
+        batches = -(-self.users.size // self.batch_size)
+        return batches - int(self._merges_last(batches))
 
-    def epoch(self) -> Iterator[Batch]:
-        """Yield one epoch of batches (the last one may be smaller)."""
-        order = self.rng.permutation(self.users)
+    def _merges_last(self, batches: int) -> bool:
+        """Does a last batch with fewer users than processes join the one before (so no rank is left idle)?"""
+        return batches > 1 and self.users.size - (batches - 1) * self.batch_size < self.world
+
+    def global_batches(self) -> list[np.ndarray]:
+        """One epoch's batches of users, the same on every rank (the last may be smaller, or larger by
+        fewer users than there are processes)."""
+        order = self.order_rng.permutation(self.users)
         if self.bucket > 0:
             span = self.bucket * self.batch_size
             length = np.minimum(self.split.train_len[order] - 1, self.maxlen)
             keys = np.arange(order.size) // span * (self.maxlen + 1) + length
             order = order[np.argsort(keys, kind="stable")]
         batches = [order[i : i + self.batch_size] for i in range(0, order.size, self.batch_size)]
+        if self._merges_last(len(batches)):
+            batches[-2:] = [np.concatenate(batches[-2:])]
         if self.bucket > 0:
-            batches = [batches[i] for i in self.rng.permutation(len(batches))]
-        for users in batches:
-            yield self.make_batch(users)
+            batches = [batches[i] for i in self.order_rng.permutation(len(batches))]
+        return batches
+
+    def positions(self, users: np.ndarray) -> int:
+        """Real positions in a batch of `users`, known before drawing: an SSE-PT++ window of a long history
+        is `maxlen` long like the recent one, and SSE replaces items, never removes them."""
+        return int(np.minimum(self.split.train_len[users] - 1, self.maxlen).sum())
+
+    def shares(self) -> Iterator[tuple[Batch, int]]:
+        """One epoch: this rank's share of each global batch, with the global batch's number of real
+        positions (what the loss of every share is divided by). With one process, the whole batches."""
+        for users in self.global_batches():
+            if self.world == 1:
+                batch = self.make_batch(users)
+                yield batch, batch.n_positions
+            else:
+                yield self.make_batch(users[self.rank :: self.world]), self.positions(users)
+
+    def epoch(self) -> Iterator[Batch]:
+        """Yield one epoch of batches (this rank's shares of them with several processes)."""
+        for batch, _ in self.shares():
+            yield batch
 
     def make_batch(self, users: np.ndarray) -> Batch:
         """Build the batch for these users, drawing SSE-PT++ windows, SSE and negatives."""
-        rng, n = self.rng, users.size
+        rng, n = self.draw_rng, users.size
         start = self.data.offsets[users]
         n_pairs = self.split.train_len[users] - 1  # input positions t -> target t + 1
         end = n_pairs.copy()  # window of input positions ends (exclusively) here
@@ -170,7 +285,9 @@ class TrainSampler:
             k = int(swap.sum())
             seq[swap] = rng.integers(1, self.data.n_items + 1, size=k)
             pos[swap] = rng.integers(1, self.data.n_items + 1, size=k)
-        return Batch(fed_users, seq, pos, neg)
+        if self.shared is None:  # drawn last and only for the sampled softmax: other losses draw as before
+            return Batch(fed_users, seq, pos, neg)
+        return Batch(fed_users, seq, pos, neg, **self.shared.batch_fields(rng, pos))
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:

@@ -25,7 +25,10 @@ from helpers.errors import CheckpointError, ConfigError
 
 # --------------------------------------------------------------------------- names the configs accept
 
-LOSSES = ("bce", "ce", "bce+ce")
+LOSSES = ("bce", "ce", "bce+ce", "sampled-softmax")
+#: How "sampled-softmax" draws the negatives a batch shares: uniformly, or by training-set popularity
+#: (then with the log-Q correction; `helpers.losses.sampled_softmax_sum`).
+NEGATIVE_SAMPLINGS = ("uniform", "popularity")
 #: torch.compile modes for the training step ("off": eager).
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 #: Block forms: where the layer norms sit around attention and the feed-forward layer.
@@ -111,11 +114,13 @@ class TrainConfig:
     """How to train; stored in every checkpoint and in `run.json`."""
 
     epochs: int = 200  # total epochs (one epoch = every training user once)
-    batch_size: int = 128  # sequences per batch
+    batch_size: int = 128  # sequences per batch (per optimizer step: the global batch, shared by all processes)
     lr: float = 1e-3  # Adam learning rate
     beta1: float = 0.9  # Adam beta1
     beta2: float = 0.98  # Adam beta2
-    loss: str = "bce"  # "bce" (one sampled negative per position), "ce" (softmax over all items) or "bce+ce"
+    loss: str = "bce"  # "bce" (one negative per position), "ce" (softmax over all items), "bce+ce", "sampled-softmax"
+    negatives: int = 0  # R, the negatives each batch shares in "sampled-softmax" (needed there, e.g. 256); else 0
+    negative_sampling: str = "uniform"  # how "sampled-softmax" draws them: "uniform" or "popularity" (log-Q)
     l2_emb: float = 0.0  # L2 penalty on the item and user tables
     p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
@@ -144,6 +149,8 @@ class TrainConfig:
             (self.bucket >= 0, f"bucket must be >= 0, got {self.bucket}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (self.negative_sampling in NEGATIVE_SAMPLINGS,
+             f"negative_sampling must be one of {NEGATIVE_SAMPLINGS}, got {self.negative_sampling!r}"),
             (self.compile in COMPILE_MODES, f"compile must be one of {COMPILE_MODES}, got {self.compile!r}"),
             (self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}"),
             (self.eval_protocol in SELECTION_PROTOCOLS,
@@ -159,6 +166,17 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self._check_negatives()
+
+    def _check_negatives(self) -> None:
+        """`negatives` is needed by "sampled-softmax" and means nothing to the other losses."""
+        if self.loss == "sampled-softmax":
+            if self.negatives < 1:
+                raise ConfigError(f"loss sampled-softmax needs negatives >= 1, got {self.negatives}; "
+                                  "pass --negatives R (e.g. 256)")
+        elif self.negatives != 0 or self.negative_sampling != "uniform":
+            raise ConfigError(f"negatives and negative_sampling are used only by loss sampled-softmax, not "
+                              f"{self.loss!r}; drop --negatives/--negative-sampling or pass --loss sampled-softmax")
 
 
 # --------------------------------------------------------------------------- presets

@@ -14,6 +14,10 @@
   weights and metrics of an uninterrupted run on the CPU.
 - `init_from=CKPT` copies the encoder (blocks, position embeddings, final layer norm)
   and, when the dataset is the same, the user and item tables too.
+- Several processes (`torchrun --nproc_per_node N -m helpers.train ...`, `helpers.distributed`):
+  `batch_size` stays the global batch, each rank trains its share of it and DistributedDataParallel
+  averages the gradients, so each step is the global batch's; evaluation is split over the ranks
+  and gathered; rank 0 alone writes the run folder, which records every rank's random state.
 """
 
 from __future__ import annotations
@@ -30,20 +34,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from helpers import settings
 from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
 from helpers.data import Split, leave_one_out, load
-from helpers.errors import ConfigError, NonFiniteError
-from helpers.evaluate import Evaluator
+from helpers.distributed import (
+    BACKENDS,
+    SINGLE_PROCESS,
+    SharedEvaluator,
+    World,
+    process_group,
+    rank_generator,
+    rank_torch_seed,
+    sync_gradients,
+    wrap,
+)
+from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.fetch import sha256_of
 from helpers.losses import compute_loss, make_loss_fn
 from helpers.model import SSEPT, load_model_state, transfer_encoder
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
 from helpers.settings import SSEPTConfig, TrainConfig
-from helpers.utils import FRACTION_STREAM, device_description, get_device, relative, run_cli, seed_everything
+from helpers.utils import (
+    DROPOUT_STREAM,
+    FRACTION_STREAM,
+    RANK_DRAWS_STREAM,
+    RANK_TORCH_STREAM,
+    device_description,
+    get_device,
+    relative,
+    run_cli,
+    seed_everything,
+)
 
 #: The validation metric that picks the best epoch and drives early stopping.
 SELECTION_METRIC = "valid_ndcg@10"
@@ -81,8 +106,8 @@ def pieces_per_batch(config: TrainConfig, device: torch.device) -> int:
 
 
 def train_epoch(
-    model: SSEPT, sampler: TrainSampler, optimizer: torch.optim.Optimizer, config: TrainConfig,
-    device: torch.device, progress: bool = False, desc: str = "epoch",
+    model: SSEPT | nn.Module, sampler: TrainSampler, optimizer: torch.optim.Optimizer, config: TrainConfig,
+    device: torch.device, progress: bool = False, desc: str = "epoch", world: World = SINGLE_PROCESS,
 ) -> float:
     """One pass over the training users; returns the mean loss per real position.
 
@@ -90,6 +115,11 @@ def train_epoch(
     are computed in pieces of similar length (`Batch.split`) whose gradients add up to the
     batch's. The next batch is sampled in a background thread meanwhile (`prefetch`): the
     same batches as without it.
+
+    With several processes, `model` is `distributed.wrap`'s and each rank computes its share of each
+    global batch (`TrainSampler.shares`), its loss divided by the global batch's positions over the
+    number of ranks: the wrapper averages the ranks' gradients, so the step is the global batch's
+    mean, as one process takes it (up to the order of float sums).
     """
     model.train()
     use_amp = config.amp and device.type == "cuda"
@@ -98,17 +128,21 @@ def train_epoch(
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     total = torch.zeros((), dtype=acc_dtype, device=device)
     count = 0
-    for batch in tqdm(prefetch(sampler.epoch()), total=len(sampler), desc=desc, leave=False, disable=not progress):
-        n = max(batch.n_positions, 1)
+    for batch, positions in tqdm(prefetch(sampler.shares()), total=len(sampler), desc=desc, leave=False,
+                                 disable=not progress):
+        share = max(positions, 1) / world.size  # one process: the batch's own count
         optimizer.zero_grad(set_to_none=True)
-        for i, piece in enumerate(batch.split(parts)):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = compute_loss(model, piece, device, config, positions=n, penalty=i == 0, loss_fn=loss_fn)
-            loss.backward()
-            total += loss.detach().to(total.dtype) * batch.n_positions
+        pieces = batch.split(parts)
+        for i, piece in enumerate(pieces):
+            with sync_gradients(model, sync=i == len(pieces) - 1):  # one exchange per batch, not per piece
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = compute_loss(model, piece, device, config, positions=share, penalty=i == 0,
+                                        loss_fn=loss_fn)
+                loss.backward()
+            total += loss.detach().to(total.dtype) * share
         optimizer.step()
-        count += batch.n_positions
-    return total.item() / max(count, 1)  # the only wait for the device in an epoch
+        count += positions
+    return world.all_sum(total).item() / max(count, 1)  # the only wait for the device in an epoch
 
 
 def make_optimizer(model: SSEPT, config: TrainConfig) -> torch.optim.Adam:
@@ -160,76 +194,134 @@ class _State:
     epoch: int = 0
 
 
+@dataclass
+class _Job:
+    """What the phases of `fit` share: the model and how it trains, is evaluated and is saved."""
+
+    split: Split
+    config: TrainConfig
+    model: SSEPT
+    trainee: nn.Module  # what the training steps run: the model, or with several processes its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    sampler: TrainSampler
+    evaluators: dict[str, SharedEvaluator]
+    device: torch.device
+    folder: RunFolder | None
+    world: World
+
+
 def _description(split: Split, model_config: SSEPTConfig, config: TrainConfig,
-                 init_from: str | Path | None) -> dict[str, Any]:
-    """Every setting that shapes the run, as stored in run.json (the pretrained file by content hash too)."""
+                 init_from: str | Path | None, world: World) -> dict[str, Any]:
+    """Every setting that shapes the run, as stored in run.json (the pretrained file by content hash too,
+    and the number of processes: each draws its own share, so another count is another run)."""
     return {"model": asdict(model_config), "train": asdict(config), "dataset": split.data.name,
             "init_from": str(init_from) if init_from else None,
-            "init_from_sha256": sha256_of(Path(init_from)) if init_from else None}
+            "init_from_sha256": sha256_of(Path(init_from)) if init_from else None, "world_size": world.size}
 
 
 def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig, dev: torch.device,
-                   init_from: str | Path | None = None,
+                   init_from: str | Path | None = None, world: World = SINGLE_PROCESS,
                    ) -> tuple[SSEPT, torch.optim.Adam, TrainSampler, np.random.Generator]:
     """The seeded model (with a transferred encoder if asked) on `dev`, its optimiser, the sampler and
-    its generator: `fit`'s setup, shared with the benchmark (`helpers.studies.bench`)."""
+    its generator: `fit`'s setup, shared with the benchmark (`helpers.studies.bench`).
+
+    With several processes every rank builds the same model and the same order of users, and draws
+    its share (windows, negatives, SSE, dropout) from streams of (seed, rank); one process draws
+    exactly what it always drew.
+    """
     data = split.data
     if (model_config.n_users, model_config.n_items) != (data.n_users, data.n_items):
         raise ConfigError(
             f"model config is for {model_config.n_users} users and {model_config.n_items} items, "
             f"dataset {data.name!r} has {data.n_users} and {data.n_items}"
         )
+    if world.size > 1 and config.compile != "off":
+        raise ConfigError(f"compile {config.compile!r} is not supported with several processes; "
+                          "pass --compile off, or train with one process")
     rng = seed_everything(config.seed)
     model = SSEPT(model_config)
     model.seed_dropout(config.seed)
+    order_rng = None  # one process: `rng` draws the order too
+    if world.size > 1:
+        order_rng, rng = rng, rank_generator(config.seed, RANK_DRAWS_STREAM, world.rank)
+        model.dropout_rng.bit_generator.state = rank_generator(config.seed, DROPOUT_STREAM,
+                                                               world.rank).bit_generator.state
+        torch.manual_seed(rank_torch_seed(config.seed, RANK_TORCH_STREAM, world.rank))  # dropout off the CPU
     if init_from is not None:
         ckpt = read_checkpoint(init_from)
         transfer_encoder(model, ckpt, str(init_from), ckpt.get("data", {}).get("name") == data.name)
     model.to(dev)
     sampler = TrainSampler(split, config.batch_size, model_config.maxlen, rng, config.p_user, config.p_item,
-                           config.p_sub, training_users(split, config.train_fraction, config.seed), config.bucket)
+                           config.p_sub, training_users(split, config.train_fraction, config.seed), config.bucket,
+                           order_rng=order_rng, rank=world.rank, world=world.size,
+                           negatives=config.negatives, negative_sampling=config.negative_sampling)
     return model, make_optimizer(model, config), sampler, rng
 
 
-def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
-             log: Callable[[str], None]) -> _State:
-    """The state of the folder's newest readable checkpoint (a fresh state if there is none)."""
+def _rng_state(model: SSEPT, sampler: TrainSampler) -> dict[str, Any]:
+    """This process's random state: the sampler's draws (and its order, when kept apart), dropout, torch."""
+    apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
+    return rng_state(sampler.draw_rng, model.dropout_rng, apart)
+
+
+def _restore_rng_state(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World, path: Path) -> None:
+    """Put back this rank's random state from a checkpoint written by as many processes."""
+    stored = ckpt.get("world_size", 1)
+    if stored != world.size:
+        raise CheckpointError(f"{path} holds the random states of {stored} process(es) and this launch has "
+                              f"{world.size}; relaunch with torchrun --nproc_per_node {stored}")
+    state = ckpt["rng"][world.rank] if world.size > 1 else ckpt["rng"]
+    apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
+    restore_rng_state(sampler.draw_rng, model.dropout_rng, state, apart)
+
+
+def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World) -> None:
+    """Every rank checks the folder (and refuses alike); then rank 0 alone writes run.json."""
+    folder.check(description, resume, overwrite)
+    world.barrier()  # no rank checks a run.json that rank 0 is already writing
+    if world.main:
+        folder.prepare(description, resume, overwrite)
+    world.barrier()  # every rank reads the folder once rank 0 has set it up
+
+
+def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
+             world: World, log: Callable[[str], None]) -> _State:
+    """The state of the folder's newest readable checkpoint (a fresh state if there is none); every rank
+    reads the same file and takes its own random state from it."""
     latest = folder.load_latest(log)
     if latest is None:
         log(f"no checkpoint in {relative(folder.path)} yet: starting from epoch 0")
         return _State()
     load_model_state(model, latest["model"], str(folder.last))
     optimizer.load_state_dict(latest["optimizer"])
-    restore_rng_state(rng, model.dropout_rng, latest["rng"])
+    _restore_rng_state(model, sampler, latest, world, folder.last)
     log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}")
     return _State(list(latest["history"]), dict(latest["best"]), folder.load_best_state(), int(latest["epoch"]))
 
 
-def _payload(model: SSEPT, config: TrainConfig, split: Split, state: _State,
-             optimizer: torch.optim.Optimizer | None, rng: np.random.Generator | None) -> dict[str, Any]:
-    """A checkpoint of the current weights; with `optimizer` and `rng`, a resumable one."""
-    data = split.data
+def _payload(job: _Job, state: _State, rng: dict[str, Any] | list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A checkpoint of the current weights; with `rng` (every rank's random state), a resumable one."""
+    data = job.split.data
     return {
-        "config": asdict(model.config), "train": asdict(config),
+        "config": asdict(job.model.config), "train": asdict(job.config),
         "data": {"name": data.name, "n_users": data.n_users, "n_items": data.n_items},
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model": {k: v.detach().cpu() for k, v in job.model.state_dict().items()},
+        "optimizer": job.optimizer.state_dict() if rng is not None else None,
         "epoch": state.epoch, "history": state.history, "best": state.best,
-        "rng": rng_state(rng, model.dropout_rng) if rng is not None else None,
+        "rng": rng, "world_size": job.world.size,
     }
 
 
-def _evaluate(evaluators: dict[str, Evaluator], model: SSEPT, device: torch.device, epoch: int,
-              folder: RunFolder | None) -> dict[str, float]:
+def _evaluate(job: _Job, epoch: int) -> dict[str, float]:
     """Validation and test metrics, prefixed; a diverged model stops the run, naming the epoch."""
     row: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
-        for which, ev in evaluators.items():
-            metrics = ev(model, device)
+        for which, ev in job.evaluators.items():
+            metrics = ev(job.model, job.device)
             row.update({f"{which}_{k}": v for k, v in metrics.items() if k not in ("users", "skipped_users")})
     except NonFiniteError as err:
-        raise NonFiniteError(f"epoch {epoch}: {err}; {_kept(folder)}") from None
+        raise NonFiniteError(f"epoch {epoch}: {err}; {_kept(job.folder)}") from None
     row["eval_seconds"] = time.perf_counter() - t0
     return row
 
@@ -250,27 +342,28 @@ def _stop_reason(config: TrainConfig, state: _State) -> str | None:
     return None
 
 
-def _epoch(model: SSEPT, sampler: TrainSampler, optimizer: torch.optim.Optimizer, config: TrainConfig,
-           dev: torch.device, evaluators: dict[str, Evaluator], state: _State, folder: RunFolder | None,
-           progress: bool) -> bool:
+def _epoch(job: _Job, state: _State, progress: bool) -> bool:
     """Train the next epoch, validate when due and keep the best; record the epoch in `state`.
 
-    Returns whether the validation metric improved (a new best).
+    Returns whether the validation metric improved (a new best). The loss and the metrics are the
+    same on every rank, so every rank takes the same decisions.
     """
+    config = job.config
     epoch = state.epoch + 1
     t0 = time.perf_counter()
-    loss = train_epoch(model, sampler, optimizer, config, dev, progress, desc=f"epoch {epoch}")
+    loss = train_epoch(job.trainee, job.sampler, job.optimizer, config, job.device, progress, desc=f"epoch {epoch}",
+                       world=job.world)
     if not math.isfinite(loss):
         raise NonFiniteError(f"epoch {epoch}: the training loss is {loss}, the run has diverged; "
-                             f"{_kept(folder)}")
+                             f"{_kept(job.folder)}")
     row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
     improved = False
     if epoch % config.eval_every == 0 or epoch == config.epochs:
-        row.update(_evaluate(evaluators, model, dev, epoch, folder))
+        row.update(_evaluate(job, epoch))
         if not state.best or row[SELECTION_METRIC] > state.best[SELECTION_METRIC]:
             improved = True
             state.best = {k: v for k, v in row.items() if k.startswith(("valid_", "test_"))} | {"epoch": epoch}
-            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state.best_state = {k: v.detach().cpu().clone() for k, v in job.model.state_dict().items()}
     elapsed = state.history[-1]["elapsed"] if state.history else 0.0
     row["elapsed"] = elapsed + (time.perf_counter() - t0)
     state.history.append(row)
@@ -278,14 +371,19 @@ def _epoch(model: SSEPT, sampler: TrainSampler, optimizer: torch.optim.Optimizer
     return improved
 
 
-def _save(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
-          config: TrainConfig, split: Split, state: _State, improved: bool) -> None:
-    """Write best.pt on an improvement; history and last.pt then, every `checkpoint_every` epochs and at the end."""
-    if improved:
-        folder.save_best(_payload(model, config, split, state, None, None))
-    if improved or state.epoch % config.checkpoint_every == 0 or _stop_reason(config, state):
-        folder.save_history(state.history)
-        folder.save_last(_payload(model, config, split, state, optimizer, rng))
+def _save(job: _Job, folder: RunFolder, state: _State, improved: bool) -> None:
+    """Write best.pt on an improvement; history and last.pt then, every `checkpoint_every` epochs and at the end.
+
+    Rank 0 writes; every rank hands it its random state first (the same decision on every rank).
+    """
+    world = job.world
+    if improved and world.main:
+        folder.save_best(_payload(job, state))
+    if improved or state.epoch % job.config.checkpoint_every == 0 or _stop_reason(job.config, state):
+        states = world.all_gather(_rng_state(job.model, job.sampler))
+        if world.main:
+            folder.save_history(state.history)
+            folder.save_last(_payload(job, state, states if world.size > 1 else states[0]))
 
 
 def fit(
@@ -299,29 +397,38 @@ def fit(
     device: str | torch.device | None = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
+    world: World = SINGLE_PROCESS,
 ) -> FitResult:
-    """Train a model on `split`; return the best model by validation NDCG@10 and its history."""
-    dev = get_device(device) if not isinstance(device, torch.device) else device
-    model, optimizer, sampler, rng = training_setup(split, model_config, config, dev, init_from)
-    evaluators = {w: Evaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives)
-                  for w in ("valid", "test")}
+    """Train a model on `split`; return the best model by validation NDCG@10 and its history.
+
+    With several processes (`world`, from `distributed.process_group`) every rank calls `fit` alike:
+    rank 0 alone writes `out_dir` and logs, and every rank returns the same result.
+    """
+    dev = world.device(get_device(device) if not isinstance(device, torch.device) else device)
+    log, progress = world.log(log), progress and world.main
+    model, optimizer, sampler, _ = training_setup(split, model_config, config, dev, init_from, world)
+    evaluators = {w: SharedEvaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives,
+                                     world, dev) for w in ("valid", "test")}
     folder = RunFolder(out_dir) if out_dir is not None else None
     state = _State()
     if folder is not None:
-        folder.prepare(_description(split, model_config, config, init_from), resume, overwrite)
+        _prepare(folder, _description(split, model_config, config, init_from, world), resume, overwrite, world)
         if resume:
-            state = _restore(folder, model, optimizer, rng, log)
+            state = _restore(folder, model, optimizer, sampler, world, log)
+    # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
+    job = _Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
 
     bar = tqdm(total=config.epochs, initial=state.epoch, desc=f"train {split.data.name}", disable=not progress)
     while (reason := _stop_reason(config, state)) is None:
-        improved = _epoch(model, sampler, optimizer, config, dev, evaluators, state, folder, progress)
+        improved = _epoch(job, state, progress)
         row = state.history[-1]
         if SELECTION_METRIC in row:
             bar.set_postfix(loss=f"{row['loss']:.4f}", valid_ndcg=f"{row[SELECTION_METRIC]:.4f}")
         bar.update()
         if folder is not None:
-            _save(folder, model, optimizer, rng, config, split, state, improved)
+            _save(job, folder, state, improved)
     bar.close()
+    world.barrier()  # when `fit` returns on any rank, rank 0 has written everything
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
@@ -364,10 +471,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="under torchrun: how the processes talk; auto = nccl on CUDA, gloo on a CPU")
     _add_dataclass_args(parser, SSEPTConfig, skip=("n_users", "n_items"))
     _add_dataclass_args(parser, TrainConfig, skip=())
     args = parser.parse_args(argv)
+    # Under torchrun every process runs this; without it there is no process group.
+    with process_group(args.backend, get_device(args.device)) as world:
+        return _train(args, world)
 
+
+def _train(args: argparse.Namespace, world: World) -> int:
+    """`main` after parsing, in this process's place among the processes (rank 0 prints the summary)."""
     split = leave_one_out(load(args.dataset))
     model_kw = {f.name: getattr(args, f.name) for f in fields(SSEPTConfig) if getattr(args, f.name, None) is not None}
     train_kw = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
@@ -382,10 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     model_config = settings.model_config(args.model, split.data.n_users, split.data.n_items, args.recipe, **model_kw)
     config = settings.train_config(args.model, args.recipe, **train_kw)
     result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
-                 progress=not args.quiet)
+                 progress=not args.quiet, world=world)
     summary = {"out": str(result.out_dir), "device": result.device, "best": result.best,
-               "mean_epoch_seconds": float(result.history["seconds"].mean())}
-    print(json.dumps(summary))
+               "mean_epoch_seconds": float(result.history["seconds"].mean()), "processes": world.size}
+    if world.main:
+        print(json.dumps(summary))
     return 0
 
 

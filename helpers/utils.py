@@ -25,6 +25,13 @@ DROPOUT_STREAM = 3
 FRACTION_STREAM = 7
 #: The users whose scores an unknown user's `random` mode averages (`helpers.recommend`).
 UNKNOWN_USER_STREAM = 16
+# With several processes (torchrun), each rank draws from `default_rng([seed, STREAM, rank])`
+# (`helpers.distributed.rank_generator`): its dropout masks from DROPOUT_STREAM's, and these. One
+# process keeps the streams above, so a single-process run draws exactly what it always drew.
+#: A rank's share of the training draws: SSE-PT++ windows, negatives, SSE (the epoch's order stays shared).
+RANK_DRAWS_STREAM = 8
+#: A rank's seed for torch's own generators (dropout off the CPU).
+RANK_TORCH_STREAM = 9
 #: The repository, and Google Drive as Colab mounts it: paths under them are shown relative to them.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COLAB_DRIVE = Path("/content/drive/MyDrive")

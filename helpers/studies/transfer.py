@@ -104,7 +104,8 @@ ALL_SETUPS = SETUPS + CE_SETUPS + COPY_SETUPS
 #: check, so the recorded rows keep their keys (as `runs.LEGACY_SETTINGS` keeps run folders
 #: resumable). Never remove an entry while rows recorded without the setting may exist.
 ADDED_SETTINGS: dict[tuple[str, str], Any] = {("setup", "copy_slots"): 0, ("model", "copy_slots"): 0,
-                                              ("setup", "copy_lr_scale"): 1.0, ("train", "copy_lr_scale"): 1.0}
+                                              ("setup", "copy_lr_scale"): 1.0, ("train", "copy_lr_scale"): 1.0,
+                                              ("train", "negatives"): 0, ("train", "negative_sampling"): "uniform"}
 #: The committed ML-1M encoders, by family.
 ENCODERS = {"ssept": ROOT / "artifacts" / "ml1m_ssept_faithful.pt", "sasrec": ROOT / "artifacts" / "ml1m_sasrec.pt"}
 #: How the study trains: validated every 2 epochs on full ranking with the history kept, stopped
