@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The scale measurements behind docs/scale.md (issue 23, part 3), on an otherwise idle machine:
+#   bench       every point of the recorded plan, each in fresh processes -> artifacts/scale.json
+#   layouts     its six process-layout points again (1 x 2 threads, 2 x 1, 1 x 1), alone on a quieter machine
+#               -> artifacts/scale_layouts.json
+#   accept-1m   one epoch + full-ranking evaluation on a 1,000,000-item catalogue (2,000 and 10,000 users),
+#               sampled softmax R=256, one torch thread
+#   accept-ddp  two processes (torchrun, gloo) train SASRec on ML-1M; helpers.evaluate rescores its best.pt
+#   figure      artifacts/figures/scale.png from artifacts/scale.json (and the loss comparison's CSV)
+# The acceptance checks are recorded in artifacts/scale_acceptance.json (command, seconds, peak memory, result).
+# Usage: bash scripts/scale.sh [bench|layouts|accept-1m|accept-ddp|figure|all]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SSEPT_DATA_MIRROR="${SSEPT_DATA_MIRROR:-/work/shared/data}"
+PY="${PY:-.venv/bin/python}"
+SCALE="$PY -m helpers.studies.scale"
+ACCEPT="$SCALE accept --out artifacts/scale_acceptance.json"
+what="${1:-all}"
+
+if [[ $what == bench || $what == all ]]; then
+  $SCALE bench --plan recorded --out artifacts/scale.json
+fi
+
+if [[ $what == layouts ]]; then
+  $SCALE bench --plan layouts --out artifacts/scale_layouts.json
+fi
+
+if [[ $what == accept-1m || $what == all ]]; then
+  FILE=runs/scale/synthetic-1m-items-2k-users.txt
+  [[ -f $FILE ]] || $SCALE make --shape 1m-items-2k-users --out "$FILE"
+  # SASRec with the short-history defaults' window (maxlen 50; the median user has 55 rows)
+  $ACCEPT --name sampled-softmax-1m-items --threads 1 -- python -m helpers.train --dataset "$FILE" --model sasrec \
+    --maxlen 50 --loss sampled-softmax --negatives 256 --eval-protocol full --epochs 1 --quiet \
+    --overwrite --out runs/scale/accept-1m
+  # the same on the benchmark's 10,000-user catalogue (the evaluation ranks a million items for 20,000 cases)
+  FILE=runs/scale/synthetic-1m-items.txt
+  [[ -f $FILE ]] || $SCALE make --shape 1m-items --out "$FILE"
+  $ACCEPT --name sampled-softmax-1m-items-10k-users --threads 1 -- python -m helpers.train --dataset "$FILE" \
+    --model sasrec --maxlen 50 --loss sampled-softmax --negatives 256 --eval-protocol full --epochs 1 --quiet \
+    --overwrite --out runs/scale/accept-1m-10k
+fi
+
+if [[ $what == accept-ddp || $what == all ]]; then
+  OUT=runs/scale/ddp-ml1m
+  $ACCEPT --name torchrun-2-ml1m --threads 1 -- torchrun --standalone --nproc_per_node 2 -m helpers.train \
+    --dataset ml-1m --model sasrec --recipe faithful --epochs 2 --eval-every 1 --quiet --overwrite --out "$OUT"
+  for protocol in sampled full; do
+    $ACCEPT --name "evaluate-ddp-best-$protocol" --threads 1 -- python -m helpers.evaluate --checkpoint "$OUT/best.pt" \
+      --dataset ml-1m --protocol "$protocol" --split test
+  done
+fi
+
+if [[ $what == figure || $what == all ]]; then
+  $SCALE figure --json artifacts/scale.json --losses artifacts/ml1m_loss_compare.csv --out artifacts/figures/scale.png
+fi
