@@ -20,6 +20,7 @@ from helpers.sampler import SharedNegatives, TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import fit
 from helpers.train import main as train_main
+from tests.test_train import _synthetic as walks
 from tests.tolerance import assert_close_scaled
 
 N_ITEMS = 12
@@ -121,16 +122,8 @@ def test_sum_by_item_by_hand() -> None:
 
 
 def _synthetic(path: Path, users: int = 60, items: int = 30, seed: int = 0) -> data.Split:
-    """Users walk through items in steps of 0, 1 or 2 (repeats included)."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for u in range(1, users + 1):
-        item = int(rng.integers(1, items + 1))
-        for _ in range(int(rng.integers(4, 14))):
-            lines.append(f"{u} {item}")
-            item = (item + int(rng.integers(0, 3)) - 1) % items + 1
-    path.write_text("\n".join(lines) + "\n")
-    return data.leave_one_out(data.read_pairs(path))
+    """Users walk through items in steps of -1, 0 or 1 (repeats included), 4 to 13 rows each."""
+    return data.leave_one_out(data.read_pairs(walks(path, users, items, seed, lengths=(4, 14), steps=(0, 3))))
 
 
 def test_shared_negatives_are_drawn_last_reproducibly_and_shared_by_pieces(tmp_path: Path) -> None:

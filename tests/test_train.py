@@ -37,15 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"item_dim": 16, "user_dim": 8, "maxlen": 30, "num_blocks": 1}
 
 
-def _synthetic(path: Path, users: int = 120, items: int = 40, seed: int = 0) -> Path:
-    """Users walk through items in steps of 1 or 2 (a learnable sequential pattern)."""
+def _synthetic(path: Path, users: int = 120, items: int = 40, seed: int = 0, lengths: tuple[int, int] = (4, 25),
+               steps: tuple[int, int] = (1, 3)) -> Path:
+    """Users walk through items in steps drawn from `range(*steps)` minus one (by default 0 or 1: a learnable
+    sequential pattern; `steps=(0, 3)` adds repeats), with `range(*lengths)` rows each."""
     rng = np.random.default_rng(seed)
     lines = []
     for u in range(1, users + 1):
         item = int(rng.integers(1, items + 1))
-        for _ in range(int(rng.integers(4, 25))):
+        for _ in range(int(rng.integers(*lengths))):
             lines.append(f"{u} {item}")
-            item = (item + int(rng.integers(1, 3)) - 1) % items + 1
+            item = (item + int(rng.integers(*steps)) - 1) % items + 1
     path.write_text("\n".join(lines) + "\n")
     return path
 
