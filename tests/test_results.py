@@ -94,4 +94,118 @@ def test_a_setup_keeps_its_colour_with_or_without_the_baselines() -> None:
     with_baselines = _colours(["popularity", "repeat-last", "most-frequent", "scratch", "fine-tune"])
     without = _colours(["scratch", "fine-tune"])
     assert with_baselines["fine-tune"] == without["fine-tune"] != without["scratch"]
-    assert len(set(with_baselines.values())) == 5
+    assert len({with_baselines[n] for n in ("popularity", "repeat-last", "most-frequent")}) == 1  # grey
+    assert len(set(with_baselines.values())) == 3
+
+
+def _legend_outside(ax) -> bool:
+    """Whether the axes' legend lies wholly outside the axes (so it covers no data)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    box = ax.get_window_extent()
+    return (legend.x0 >= box.x1 or legend.x1 <= box.x0 or legend.y0 >= box.y1 or legend.y1 <= box.y0)
+
+
+def _summary(setups: list[str]) -> pd.DataFrame:
+    rows = [{"setup": s, "fraction": f, "m_mean": 0.5 + 0.01 * i, "m_std": 0.01}
+            for i, s in enumerate(["popularity", "repeat-last", *setups]) for f in (0.1, 1.0)]
+    return pd.DataFrame(rows)
+
+
+def test_figures_keep_legends_off_the_data_and_few_lines_a_panel() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.notebook import plots
+
+    history = pd.DataFrame({"epoch": [1, 2], "valid_ndcg@10": [0.1, 0.2], "test_ndcg@10": [0.1, 0.15]})
+    ax = plots.learning_curves({"a": history, "b": history}, baselines={"popularity": 0.1})
+    assert _legend_outside(ax) and len(ax.get_lines()) == 5
+    with pytest.raises(ValueError, match="split them into groups"):
+        plots.learning_curves({str(i): history for i in range(plots.MAX_PER_PANEL + 1)})
+    fig = plots.learning_curve_panels({"g1": {"a": history}, "g2": {"b": history}, "g3": {"c": history}})
+    shown = [a for a in fig.axes if a.get_visible()]
+    assert len(shown) == 3 and all(_legend_outside(a) for a in shown)
+
+    setups = ["s1", "s2", "s3", "s4", "s5", "s6"]
+    with pytest.raises(ValueError, match="split them into groups"):
+        plots.fraction_curves(_summary(setups), "m")
+    groups = {"first": setups[:3], "second": setups[3:]}
+    fig = plots.fraction_panels(_summary(setups), {"m": "metric"}, groups)
+    for ax, members in zip(fig.axes, groups.values()):
+        assert _legend_outside(ax)
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["popularity", "repeat-last", *members]
+    with pytest.raises(ValueError, match="setups in no group"):
+        plots.fraction_panels(_summary(setups), {"m": "metric"}, {"first": setups[:3]})
+    curves = pd.DataFrame([{"setup": s, "fraction": f, "seed": seed, "epoch": e, "v": 0.1 * e}
+                           for s in setups for f in (0.1, 1.0) for seed in (0, 1) for e in (1, 2)])
+    fig = plots.validation_panels(curves, "v", (0.1, 1.0), groups)
+    assert len(fig.axes) == 4 and all(_legend_outside(a) for a in fig.axes[2:])
+    assert len(fig.axes[0].get_lines()) == 6  # three setups, two seeds each, one legend entry per setup
+    plt.close("all")
+
+
+def test_the_transfer_groups_cover_every_setup_once() -> None:
+    from helpers.notebook.plots import MAX_PER_PANEL
+    from helpers.notebook.results import TRANSFER_GROUPS
+    from helpers.studies.transfer import ALL_SETUPS
+
+    grouped = [s for members in TRANSFER_GROUPS.values() for s in members]
+    assert sorted(grouped) == sorted(s.name for s in ALL_SETUPS)
+    assert max(len(members) for members in TRANSFER_GROUPS.values()) <= MAX_PER_PANEL
+
+
+def test_ml1m_curve_groups_put_at_most_four_runs_in_a_panel() -> None:
+    from helpers.notebook.results import ml1m_curve_groups
+
+    results = {}
+    for machine, device in (("h200", "cuda (X)"), ("cpu", "cpu (2 cores, 1 torch threads)")):
+        for seed in (0, 1):
+            for model, user_dim, p_user in (("ssept", 50, 0.92), ("sasrec", 0, 0.0)):
+                record = _record(user_dim, p_user, 0.1)
+                record.update(group="faithful" if machine == "h200" else "faithful, CPU", device=device, seed=seed)
+                results[f"{model}_{machine}_s{seed}"] = record
+    for name, (p_user, p_item, p_sub, loss) in {"nosse": (0.0, 0.0, 0.0, "bce"), "sseptpp": (0.92, 0.1, 0.5, "bce"),
+                                                 "ce": (0.92, 0.1, 0.0, "ce")}.items():
+        results[f"{name}_h200_s0"] = _record(50, p_user, p_item, p_sub, loss=loss)
+    groups = ml1m_curve_groups(runs_table(results), "cuda (X)")
+    assert groups == {
+        "faithful settings, CPU": {"SASRec s0": "sasrec_cpu_s0", "SASRec s1": "sasrec_cpu_s1",
+                                   "SSE-PT s0": "ssept_cpu_s0", "SSE-PT s1": "ssept_cpu_s1"},
+        "faithful settings, X": {"SASRec s0": "sasrec_h200_s0", "SASRec s1": "sasrec_h200_s1",
+                                 "SSE-PT s0": "ssept_h200_s0", "SSE-PT s1": "ssept_h200_s1"},
+        "SSE ablation, X, seed 0 (BCE)": {"no SSE": "nosse_h200_s0", "user + item SSE (SSE-PT)": "ssept_h200_s0"},
+        "best-run candidates, X, seed 0": {"SSE-PT, BCE": "ssept_h200_s0", "SSE-PT, CE": "ce_h200_s0",
+                                          "SSE-PT++, BCE": "sseptpp_h200_s0"},
+    }
+
+
+def test_the_run_record_lists_recorded_runs_and_study_runs(tmp_path) -> None:
+    from helpers.notebook.outputs import budget_problem, run_line
+    from helpers.notebook.results import recorded_runs_shown, study_runs_shown
+
+    epochs = list(range(1, 201))
+    flat = [0.5 + 0.1 * min(e, 150) / 150 if e % 5 == 0 else float("nan") for e in epochs]
+    pd.DataFrame({"epoch": epochs, "valid_ndcg@10": flat}).to_csv(tmp_path / "ml1m_history_flat.csv", index=False)
+    rising = [0.5 + 0.1 * e / 200 if e % 5 == 0 else float("nan") for e in epochs]
+    pd.DataFrame({"epoch": epochs, "valid_ndcg@10": rising}).to_csv(tmp_path / "ml1m_history_rising.csv", index=False)
+    results = {name: {"train": {"epochs": 200}} for name in ("flat", "rising")}
+    flat_run, rising_run = recorded_runs_shown(results, tmp_path)
+    assert (flat_run.best_epoch, flat_run.budget, flat_run.tail_gain) == (150, "paper", 0.0)
+    assert budget_problem(run_line(flat_run)) is None
+    assert rising_run.tail_gain == pytest.approx(0.01)  # 0.1 over 200 epochs: 0.01 in the last 20
+    assert "still improving" in budget_problem(run_line(rising_run))
+    study = pd.DataFrame({"kind": ["model", "model", "baseline"], "setup": ["a", "b", "popularity"],
+                          "fraction": [0.1, 1.0, 0.1], "seed": [0, 1, 0], "epochs_run": [12, 90, None],
+                          "epoch_cap": [400, 400, None], "best_epoch": [2, 80, None],
+                          "stop_reason": ["patience", "patience", None]})
+    assert study_runs_shown("study", study) == [
+        "runs study (2): 12-90 of 400 epochs, best epoch 2-80, all stopped by patience"]
+    study.loc[1, "stop_reason"] = "cap"
+    listed = study_runs_shown("study", study)
+    assert [run_line(r) for r in listed] == [
+        "run a 10% s0: 12 of 400 epochs, best epoch 2, stopped by patience",
+        "run b 100% s1: 90 of 400 epochs, best epoch 80, stopped by the budget"]

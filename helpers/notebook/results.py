@@ -13,6 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from helpers.notebook.outputs import PAPER_EPOCHS, RunShown, runs_line
+from helpers.notebook.session import run_shown
+
 #: Ablation rows in display order.
 ABLATION = ("no SSE", "user SSE only", "item SSE only", "user + item SSE (SSE-PT)", "SSE-PT++ (+ random windows)",
             "SASRec (no user part)")
@@ -72,10 +75,10 @@ def ablation_table(results: dict[str, dict[str, Any]], device: str, seed: int = 
 
 
 def machine_label(device: str) -> str:
-    """A short name for a recorded device: "cuda (NVIDIA H200)" -> "H200", "cpu" -> "CPU"."""
+    """A short name for a recorded device: "cuda (NVIDIA H200)" -> "H200", "cpu (2 cores, ...)" -> "CPU"."""
     if device.startswith("cuda (") and device.endswith(")"):
         return device[len("cuda ("):-1].removeprefix("NVIDIA ").strip()
-    return device.upper()
+    return device.split(" (")[0].upper()
 
 
 def curve_runs(table: pd.DataFrame, group: str | None = None, device: str | None = None,
@@ -115,3 +118,62 @@ def speed_header(file: str, bench: dict[str, Any]) -> str:
     m = bench["machine"]
     rates = {k: round(v, 1) for k, v in bench["matmul_gflops"].items()}
     return f"{file}: {m['device']} · {m['processor']} · torch {m['torch']} · {bench['date']} · matmul GFLOP/s {rates}"
+
+
+def ml1m_curve_groups(table: pd.DataFrame, study_device: str) -> dict[str, dict[str, str]]:
+    """The recorded ML-1M runs of `runs_table` to draw as learning curves, in panels of at most four runs (title ->
+    {label: run}): the faithful runs on each machine (model and seed), then the study device's seed-0 runs: the SSE
+    ablation with BCE (one SSE part at a time, SSE-PT last) and the best-run candidates (SSE-PT and SSE-PT++, each
+    with BCE and with CE). SASRec's seed-0 run on the study device is in its machine's faithful panel."""
+    groups: dict[str, dict[str, str]] = {}
+    for label, name in curve_runs(table, group="faithful").items():
+        model_seed, machine = label.rsplit(" ", 1)
+        groups.setdefault(f"faithful settings, {machine}", {})[model_seed] = name
+    seed0 = table[(table["device"] == study_device) & (table["seed"] == 0) & (table["model"] == "SSE-PT")]
+    ablation, candidates = {}, {}
+    for name, row in seed0.iterrows():
+        label = ablation_label({k: row[k] for k in ("p_user", "p_item", "p_sub")}, {"user_dim": 1})
+        if row["loss"] == "bce" and label in ABLATION[:4]:
+            ablation[label] = str(name)
+        if label in ABLATION[3:5]:
+            candidates[f"{'SSE-PT++' if label == ABLATION[4] else 'SSE-PT'}, {str(row['loss']).upper()}"] = str(name)
+    machine = machine_label(study_device)
+    groups[f"SSE ablation, {machine}, seed 0 (BCE)"] = {k: ablation[k] for k in ABLATION[:4] if k in ablation}
+    order = [f"{model}, {loss}" for model in ("SSE-PT", "SSE-PT++") for loss in ("BCE", "CE")]
+    groups[f"best-run candidates, {machine}, seed 0"] = {k: candidates[k] for k in order if k in candidates}
+    return {title: dict(sorted(runs.items())) if title.startswith("faithful") else runs
+            for title, runs in sorted(groups.items(), key=lambda item: not item[0].startswith("faithful"))
+            if runs}
+
+
+#: The transfer study's setups in panels of a figure (title -> setups), at most five a panel: SSE-PT and SASRec
+#: with BCE, then CE with and without the copy bonus (tests/test_results.py checks they cover every setup).
+TRANSFER_GROUPS: dict[str, tuple[str, ...]] = {
+    "SSE-PT, BCE": ("scratch", "fine-tune", "frozen", "low-lr"),
+    "SASRec, BCE": ("sasrec-scratch", "sasrec-fine-tune"),
+    "CE, without and with the copy bonus": ("sasrec-scratch-ce", "sasrec-fine-tune-ce", "fine-tune-ce",
+                                            "sasrec-scratch-ce-copy", "fine-tune-ce-copy"),
+}
+
+
+def recorded_runs_shown(results: dict[str, dict[str, Any]], folder: str | Path) -> list[RunShown]:
+    """What the run record says about each recorded ML-1M run (`session.run_shown`), from its history in `folder`
+    (`ml1m_history_NAME.csv`): a run trained to a cap of the paper's 200 epochs without patience is on the paper's
+    fixed budget."""
+    shown = []
+    for name, record in results.items():
+        history = pd.read_csv(Path(folder) / f"ml1m_history_{name}.csv")
+        cap, patience = int(record["train"]["epochs"]), int(record["train"].get("patience") or 0)
+        stop = "patience" if patience and int(history["epoch"].max()) < cap else "budget"
+        shown.append(run_shown(name, history, cap, stop, "paper" if cap == PAPER_EPOCHS and not patience else None))
+    return shown
+
+
+def study_runs_shown(name: str, frame: pd.DataFrame) -> list[RunShown | str]:
+    """The trained runs of a study table (columns setup, fraction, seed, epochs_run, epoch_cap, best_epoch,
+    stop_reason, as `transfer.run_study` writes them) for the run record: one line for all of them when patience
+    stopped every one (`outputs.runs_line`), else one `RunShown` each (without a tail gain: the table has none)."""
+    models = frame[frame["kind"] == "model"]
+    runs = [RunShown(f"{r.setup} {r.fraction:.0%} s{r.seed}", int(r.epochs_run), int(r.epoch_cap), int(r.best_epoch),
+                     "patience" if r.stop_reason == "patience" else "budget") for r in models.itertuples()]
+    return [runs_line(name, runs)] if runs and all(r.stop == "patience" for r in runs) else list(runs)

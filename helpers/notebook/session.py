@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,8 +18,11 @@ import torch
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.data import Split
 from helpers.evaluate import Scorer
+from helpers.notebook.outputs import PAPER_EPOCHS, RunShown, run_line, tail_epochs
 from helpers.recommend import recommend
 from helpers.runs import RunFolder
+from helpers.settings import TrainConfig
+from helpers.train import SELECTION_METRIC, FitResult
 from helpers.utils import COLAB_DRIVE, REPO_ROOT, atomic_write, cpu_name, device_description, relative
 
 ROOT = REPO_ROOT
@@ -102,21 +104,62 @@ def save_figure(fig: Any, name: str, export: bool = False) -> list[str]:
 
 
 def machine() -> str:
-    """One line naming the machine: accelerator or CPU model and core count."""
-    cpu = cpu_name()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores ({cpu}){gpu}"
+    """The CPU model and core count (short enough that a table shows it whole)."""
+    return f"{cpu_name()}, {os.cpu_count()} CPU cores"
+
+
+def gpu() -> str:
+    """The GPU's name, or "none"."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+
+
+def run_shown(name: str, history: pd.DataFrame, cap: int, stop: str, budget: str | None = None) -> RunShown:
+    """What the run record says about one run (`outputs.RunShown`), from its history (one row per epoch, the
+    validation metric where it was evaluated), its epoch cap and why it stopped ("patience" or "budget").
+
+    `budget` (for a run the budget stopped): "quick" for the notebook's quick setting, "paper" for the paper's
+    fixed budget, None otherwise. The tail gain is what the last `outputs.tail_epochs` epochs added to the best
+    validation NDCG@10 (None when no evaluation came before them).
+    """
+    if stop not in ("patience", "budget"):
+        raise ValueError(f"stop must be 'patience' or 'budget', got {stop!r}")
+    if budget not in (None, "quick", "paper"):
+        raise ValueError(f"budget must be None, 'quick' or 'paper', got {budget!r}")
+    if budget == "paper" and cap != PAPER_EPOCHS:
+        raise ValueError(f"{name}: a cap of {cap} epochs is not the paper's fixed budget ({PAPER_EPOCHS})")
+    evaluated = history.dropna(subset=[SELECTION_METRIC])
+    epochs = int(history["epoch"].max())
+    best = evaluated.loc[evaluated[SELECTION_METRIC].idxmax()]  # the first of equal values, as `fit` keeps it
+    tail = tail_epochs(epochs)
+    before = evaluated[evaluated["epoch"] <= epochs - tail][SELECTION_METRIC]
+    gain = float(evaluated[SELECTION_METRIC].max() - before.max()) if len(before) else None
+    return RunShown(name, epochs, int(cap), int(best["epoch"]), stop, budget, tail, gain)
+
+
+def run_shown_from_fit(name: str, result: FitResult, config: TrainConfig, budget: str | None = None) -> RunShown:
+    """`run_shown` for a run `fit` returned, trained with `config`: patience or the budget, as `fit` says."""
+    stop = "patience" if result.stop_reason == "patience" else "budget"
+    shown = run_shown(name, result.history, config.epochs, stop, budget)
+    if shown.best_epoch != int(result.best["epoch"]):
+        raise ValueError(f"{name}: best epoch {shown.best_epoch} from the history, {result.best['epoch']} from fit")
+    return shown
 
 
 def run_record(
-    params: dict[str, Any], started: float, device: torch.device | str, train_seconds: float | None = None
+    params: dict[str, Any], started: float, device: torch.device | str, train_seconds: float | None = None,
+    runs: list[RunShown | str] | None = None,
 ) -> pd.DataFrame:
     """A small table saying which machine ran the notebook, how long it took, with which parameters.
 
     `train_seconds` is the training time of the runs the notebook shows, which differs from the wall time
     of this execution when finished runs were only reloaded (or when it includes evaluation and plots).
+    `runs` are the runs the notebook shows (`run_shown`), or lines for groups of them (`outputs.runs_line`):
+    printed one per line, each with its epochs, best epoch and why it stopped, which the committed-notebook
+    check reads (`outputs.budget_problem`).
     """
-    rows = {"machine": machine(), "device": device_description(torch.device(device)),
+    if runs:
+        print("Runs shown:", *(r if isinstance(r, str) else run_line(r) for r in runs), sep="\n")
+    rows = {"machine": machine(), "GPU": gpu(), "device": device_description(torch.device(device)),
             "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall time of this execution (min)": round((time.time() - started) / 60, 1)}
     if train_seconds is not None:
