@@ -1,0 +1,85 @@
+"""What notebook 05 (your own data) shows beyond training: how long the histories are against a window, a
+pretrained checkpoint cut to a shorter window, and what each run cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers.checkpoint import read_checkpoint, save_checkpoint
+from helpers.data import Split
+from helpers.settings import TrainConfig
+from helpers.train import SELECTION_METRIC, FitResult
+
+
+def history_windows(split: Split, windows: tuple[int, ...] = (50, 100, 200)) -> pd.DataFrame:
+    """For each window length: the share of training users whose whole training history fits in it, and the
+    share of all training positions (next-item targets) one epoch trains on with it (the last `window` of each
+    history; `helpers.sampler` takes the most recent window when a history is longer)."""
+    lengths = split.train_len[split.train_len >= 2].astype(np.int64)  # users that train
+    targets = lengths - 1  # a history of n items gives n - 1 next-item targets
+    rows = {w: {"users whose history fits": float((lengths <= w + 1).mean()),
+                "training positions per epoch": float(np.minimum(targets, w).sum() / targets.sum())}
+            for w in windows}
+    frame = pd.DataFrame(rows).T.rename_axis("window")
+    return frame
+
+
+def window_checkpoint(source: str | Path, maxlen: int, out: str | Path) -> Path:
+    """`source` with its position table cut to its last `maxlen` rows, written to `out`: the same encoder for
+    windows of at most `maxlen` items.
+
+    The model adds position vectors right-aligned (`SSEPT._embed` uses the last `length` rows of the table), so an
+    input of L <= `maxlen` items gets exactly the vectors it got from the whole table: the cut model computes what
+    the original computes on its last `maxlen` items. Nothing else changes (widths, blocks, heads, weights).
+    """
+    ckpt = read_checkpoint(source)
+    stored = int(ckpt["config"]["maxlen"])
+    if not 1 <= maxlen <= stored:
+        raise ValueError(f"{source}: its window is {stored}; it can be cut to 1..{stored}, not {maxlen}")
+    model = dict(ckpt["model"])
+    model["pos_emb.weight"] = model["pos_emb.weight"][stored - maxlen:].clone()
+    payload = {k: v for k, v in ckpt.items() if k != "format"}
+    payload.update(config={**ckpt["config"], "maxlen": maxlen}, model=model, optimizer=None)
+    return save_checkpoint(out, payload)
+
+
+def fit_costs(runs: dict[str, FitResult], config: TrainConfig) -> pd.DataFrame:
+    """One row per run: epochs run of the cap, best epoch and its validation NDCG@10, why it stopped, and where
+    the time went (training and evaluation seconds, as `fit` measured them, and per epoch)."""
+    rows = {}
+    for name, run in runs.items():
+        history = run.history
+        train_s, eval_s = float(history["seconds"].sum()), float(history.get("eval_seconds", pd.Series()).sum())
+        rows[name] = {"epochs": int(history["epoch"].max()), "cap": config.epochs, "best epoch": int(run.best["epoch"]),
+                      "validation NDCG@10": round(float(run.best[SELECTION_METRIC]), 4), "stopped by": run.stop_reason,
+                      "training (min)": round(train_s / 60, 1), "evaluation (min)": round(eval_s / 60, 1),
+                      "training s / epoch": round(train_s / len(history), 2),
+                      "evaluations": int(history[SELECTION_METRIC].notna().sum())}
+    return pd.DataFrame(rows).T.rename_axis("run")
+
+
+def curve_points(runs: dict[str, FitResult], epochs: tuple[int, ...]) -> pd.DataFrame:
+    """Validation and test NDCG@10 of each run at the given evaluated epochs (rows), one column pair per run
+    (empty where a run did not evaluate that epoch)."""
+    columns = {}
+    for name, run in runs.items():
+        rows = run.history.set_index("epoch").reindex(list(epochs))
+        columns[(name, "validation")] = rows[SELECTION_METRIC]
+        columns[(name, "test")] = rows["test_ndcg@10"]
+    frame = pd.DataFrame(columns)
+    frame.index.name = "epoch"
+    frame.columns.names = ["run", "NDCG@10"]
+    return frame
+
+
+def first_epochs(runs: dict[str, FitResult], levels: tuple[float, ...]) -> pd.DataFrame:
+    """The first evaluated epoch at which each run's validation NDCG@10 reached each level (empty: never)."""
+    table = {}
+    for name, run in runs.items():
+        evaluated = run.history.dropna(subset=[SELECTION_METRIC])
+        table[name] = {f"≥ {level:g}": next((int(e) for e, v in zip(evaluated["epoch"], evaluated[SELECTION_METRIC])
+                                             if v >= level), None) for level in levels}
+    return pd.DataFrame(table).T.rename_axis("first epoch with validation NDCG@10")
