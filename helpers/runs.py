@@ -27,8 +27,9 @@ from helpers.settings import LEGACY_MODEL_SETTINGS
 from helpers.utils import atomic_write
 
 RUN_FILE = "run.json"
-#: Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("train.epochs",)
+#: Settings that may change between a run and its resumption: the epoch cap, and the compile mode (a compiled
+#: loss computes the eager one, tests/test_train.py), so a run started with CUDA graphs may go on without them.
+RESUMABLE_CHANGES = ("train.epochs", "train.compile")
 #: Values that runs recorded before a setting existed were trained with. Needed so that run
 #: folders made before then keep resuming: their run.json lacks the newer keys, and without
 #: these values `prepare` would see a difference from today's settings and refuse the folder.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One lent-GPU session for issue 17, as one script that writes its results as it goes:
+# One lent-GPU session for issue 25, as one script that writes its results as it goes:
 #
 #   1. the timed target run, alone on the card and first (torch.compile's cache still cold):
 #      200 faithful SSE-PT epochs on ML-1M, validation every 20 epochs, fp32, with CUDA graphs
@@ -8,17 +8,22 @@
 #      `python -m helpers.studies.timed_run` writes the record with the training loop's own time beside it.
 #   2. the benchmark, alone on the card: eager vs torch.compile vs CUDA graphs (SSE-PT, fp32),
 #      per-epoch and evaluation seconds, peak GPU memory; a mode that fails is recorded as such.
-#   3. best-run candidates (CE / BCE+CE / BCE with SSE-PT++, one wider), in parallel until the
-#      deadline, with the compile mode that worked in step 1; then a full-ranking evaluation of
-#      each best checkpoint and one archive per run.
+#   3. best-run candidates (CE + SSE-PT++ on a second seed, wider, deeper, BCE+CE), in parallel until
+#      the deadline, with the compile mode that worked in step 1, and beside them the torchrun check
+#      (one epoch plain and under torchrun with one NCCL process); then a full-ranking evaluation of
+#      each best checkpoint and the archives.
 #
 # Usage (device tool, from the repository root, carrying data/ml-1m.txt):
-#     OUT=$OUT DEADLINE=500 bash scripts/gpu_speed.sh
-# Local dry run on the CPU:  DEVICE=cpu OUT=/tmp/x DEADLINE=400 EPOCHS=2 EPOCHS_LONG=3 BENCH_EPOCHS=1 \
+#     OUT=$OUT DEADLINE=420 bash scripts/gpu_speed.sh
+# and, on the same warm machine, to train the candidates further (steps 1-2 and the check skipped):
+#     OUT=$OUT DEADLINE=240 PHASE=candidates MODE=<mode step 1 used> bash scripts/gpu_speed.sh
+# Local dry run on the CPU (the benchmark, on the whole data, is left out with BENCH_LAYOUTS=none):
+#     DEVICE=cpu BACKEND=gloo OUT=/tmp/x DEADLINE=400 EPOCHS=2 EPOCHS_LONG=3 BENCH_EPOCHS=1 \
 #     BENCH_LAYOUTS=plain-fp32 EXTRA="--train-fraction 0.05" bash scripts/gpu_speed.sh
 # $OUT ends up with log.txt, gpu_200_epochs.json (the timed run's record, `helpers.studies.timed_run`),
-# bench_gpu_compile.json and run_<name>.tar.gz (8 files, the device tool's limit); the earlier
-# session's script is scripts/gpu_session.sh.
+# bench_gpu_compile.json, torchrun_nccl.json (`helpers.studies.agreement`), run_speed200.tar.gz and
+# candidates_{0,2,4}.tar.gz (8 files, the device tool's limit); the earlier session's script is
+# scripts/gpu_session.sh.
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # START, DEVICE, PY, EXTRA, RUNS, left, say, ...
 OUT=${OUT:-runs/gpu-speed-out}
@@ -26,12 +31,15 @@ DEADLINE=${DEADLINE:-500}          # seconds from start to the archives
 EPOCHS=${EPOCHS:-200}              # the timed run
 EPOCHS_LONG=${EPOCHS_LONG:-1000}   # the candidates (stopped at the deadline)
 BENCH_EPOCHS=${BENCH_EPOCHS:-3}
-BENCH_LAYOUTS=${BENCH_LAYOUTS:-plain-fp32 plain-fp32-compile plain-fp32-graphs}
+BENCH_LAYOUTS=${BENCH_LAYOUTS:-plain-fp32 plain-fp32-compile plain-fp32-graphs}  # none: skip step 2
+PHASE=${PHASE:-all}                # all, or candidates (resume step 3 only)
+BACKEND=${BACKEND:-nccl}           # the torchrun check's process group (gloo for a dry run on the CPU)
+MODE=${MODE:-off}                  # compile mode of the candidates when step 1 is skipped
 start_session
 
 # 1. the timed run: the first mode that finishes wins
-MODE=off
-for mode in reduce-overhead default off; do
+[ "$PHASE" = candidates ] && say "PHASE=candidates: steps 1-2 skipped, compile $MODE"
+[ "$PHASE" = candidates ] || for mode in reduce-overhead default off; do
   say "timed run: $EPOCHS faithful SSE-PT epochs, validation every 20, compile $mode"
   T0=$(date +%s.%N)
   # shellcheck disable=SC2086
@@ -55,39 +63,72 @@ for mode in reduce-overhead default off; do
 done
 
 # 2. the benchmark, alone on the card (its JSON is rewritten after each layout)
-say "bench: $BENCH_LAYOUTS"
+SKIP_BENCH=no; { [ "$PHASE" = candidates ] || [ "$BENCH_LAYOUTS" = none ]; } && SKIP_BENCH=yes
+[ "$SKIP_BENCH" = yes ] || say "bench: $BENCH_LAYOUTS"
 # shellcheck disable=SC2086
-timeout 200 $PY -m helpers.studies.bench --device "$DEVICE" --models ssept --epochs "$BENCH_EPOCHS" --layouts $BENCH_LAYOUTS \
+[ "$SKIP_BENCH" = yes ] || timeout 200 $PY -m helpers.studies.bench --device "$DEVICE" --models ssept --epochs "$BENCH_EPOCHS" --layouts $BENCH_LAYOUTS \
     --out "$OUT/bench_gpu_compile.json" 2>&1 | tee -a "$LOG"
 
-# 3. best-run candidates, in parallel until the deadline
+# 3. best-run candidates in parallel until the deadline (checkpoints every 10 epochs, so a second call
+#    with PHASE=candidates resumes them), and beside them the multi-process path: one epoch as a plain
+#    process and one under torchrun with one process (NCCL), same seed, compared by helpers.studies.agreement
 declare -A ARGS=(
-  [cepp-long]="--recipe best"
-  [bcecepp-long]="--recipe best --loss bce+ce"
-  [bcepp-long]="--recipe best --loss bce"
-  [cepp-wide]="--recipe best --item-dim 100 --user-dim 100"
+  [cepp-s1]="--seed 1 --recipe best"
+  [cepp-wide-s0]="--seed 0 --recipe best --item-dim 100 --user-dim 100"
+  [cepp-wide-s1]="--seed 1 --recipe best --item-dim 100 --user-dim 100"
+  [bcecepp-s0]="--seed 0 --recipe best --loss bce+ce"
+  [bcecepp-wide-s0]="--seed 0 --recipe best --loss bce+ce --item-dim 100 --user-dim 100"
+  [cepp-deep-s0]="--seed 0 --recipe best --num-blocks 3 --item-dim 100 --user-dim 100"
 )
+NAMES=$(printf '%s\n' "${!ARGS[@]}" | sort | tr '\n' ' ')
 STUDY_END=$(( $(left) - 50 ))
 if [ "$STUDY_END" -ge 60 ]; then
-  say "candidates: ${!ARGS[*]}, compile $MODE, stopped after ${STUDY_END}s"
-  for name in "${!ARGS[@]}"; do
+  START_FLAG=--overwrite; [ "$PHASE" = candidates ] && START_FLAG=--resume
+  say "candidates: $NAMES compile $MODE, $START_FLAG, stopped after ${STUDY_END}s"
+  for name in $NAMES; do
     # shellcheck disable=SC2086
-    timeout "$STUDY_END" $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --model ssept --seed 0 ${ARGS[$name]} \
-        --epochs "$EPOCHS_LONG" --eval-every 20 --checkpoint-every 20 --chunks 1 --no-amp --compile "$MODE" $EXTRA \
-        --out "$RUNS/$name" --overwrite --quiet > "$RUNS/$name.log" 2>&1 &
+    timeout "$STUDY_END" $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --model ssept ${ARGS[$name]} \
+        --epochs "$EPOCHS_LONG" --eval-every 10 --checkpoint-every 10 --chunks 1 --no-amp --compile "$MODE" $EXTRA \
+        --out "$RUNS/$name" $START_FLAG --quiet >> "$RUNS/$name.log" 2>&1 &
   done
-  watch_runs "${!ARGS[@]}"
-  full_ranking "${!ARGS[@]}"
+  if [ "$PHASE" != candidates ]; then
+    say "torchrun check: one epoch as one plain process, then under torchrun --nproc_per_node 1 ($BACKEND)"
+    ONE="--dataset ml-1m --device $DEVICE --model ssept --recipe faithful --epochs 1 --eval-every 1 --chunks 1 --no-amp $EXTRA --overwrite --quiet"
+    # shellcheck disable=SC2086
+    timeout 120 $PY -m helpers.train $ONE --out "$RUNS/one-plain" > "$RUNS/one-plain.log" 2>&1
+    say "plain process: exit $?"
+    # shellcheck disable=SC2086
+    timeout 120 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m helpers.train $ONE \
+        --backend "$BACKEND" --out "$RUNS/one-torchrun" > "$RUNS/one-torchrun.log" 2>&1
+    say "torchrun: exit $?"; tail -5 "$RUNS/one-torchrun.log" | tee -a "$LOG"
+    $PY -m helpers.studies.agreement "$RUNS/one-plain" "$RUNS/one-torchrun" --out "$OUT/torchrun_${BACKEND}.json" \
+        --note "1 faithful SSE-PT epoch, seed 0: plain process vs torchrun --standalone --nproc_per_node 1 --backend $BACKEND, sharing the card with the candidates" \
+        2>&1 | tee -a "$LOG"
+  fi
+  # shellcheck disable=SC2086
+  watch_runs $NAMES
+  # shellcheck disable=SC2086
+  full_ranking $NAMES
 else
   say "no time left for the candidates ($(left)s)"
 fi
 
-# one archive per run (the device returns at most 8 files of at most 16 MiB: these 5, the log, the
-# benchmark and the timed run's record); the timed run's archive holds the logs of any failed mode
-for n in speed200 "${!ARGS[@]}"; do
+# archives (the device returns at most 8 files of at most 16 MiB): the timed run's (with the logs of
+# any failed mode and of the torchrun check), and the candidates two by two
+if [ "$PHASE" != candidates ]; then
   FILES=()
-  add_run_files "$n"
-  [ "$n" = speed200 ] && [ -d "$RUNS/failed" ] && FILES+=(failed)
-  [ ${#FILES[@]} -gt 0 ] && tar -czf "$OUT/run_$n.tar.gz" -C "$RUNS" "${FILES[@]}"
+  add_run_files speed200
+  [ -d "$RUNS/failed" ] && FILES+=(failed)
+  for f in one-plain.log one-torchrun.log one-plain/history.csv one-torchrun/history.csv; do
+    [ -e "$RUNS/$f" ] && FILES+=("$f")
+  done
+  [ ${#FILES[@]} -gt 0 ] && tar -czf "$OUT/run_speed200.tar.gz" -C "$RUNS" "${FILES[@]}"
+fi
+# shellcheck disable=SC2206
+SORTED=($NAMES)
+for i in 0 2 4; do
+  FILES=()
+  for n in "${SORTED[@]:$i:2}"; do add_run_files "$n"; done
+  [ ${#FILES[@]} -gt 0 ] && tar -czf "$OUT/candidates_$i.tar.gz" -C "$RUNS" "${FILES[@]}"
 done
 end_session

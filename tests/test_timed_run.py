@@ -1,4 +1,4 @@
-"""The record of a timed run (the GPU speed target): from a real run folder, and its target check."""
+"""The records of GPU checks: a timed run (the speed target) and the agreement of two runs (the torchrun check)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from helpers import data
 from helpers.checkpoint import save_checkpoint
 from helpers.errors import ConfigError
+from helpers.studies.agreement import agreement
+from helpers.studies.agreement import main as agreement_main
 from helpers.studies.timed_run import main, target_met, timed_run_record
 from helpers.train import fit
 from tests.test_train import TC, _config, _synthetic
@@ -48,3 +50,31 @@ def test_record_of_a_real_run_matches_what_fit_reported(tmp_path: Path) -> None:
     assert record["settings"]["model"]["item_dim"] == _config(split).item_dim
     with pytest.raises(ConfigError, match="no history or best.pt"):
         timed_run_record(tmp_path / "missing", 1.0, "off", "cpu")
+
+
+def _history(folder: Path, loss: list[float], ndcg: list[float | None], epochs: list[int] | None = None) -> Path:
+    folder.mkdir()
+    pd.DataFrame({"epoch": epochs or list(range(1, len(loss) + 1)), "loss": loss, "seconds": 1.0,
+                  "valid_ndcg@10": ndcg}).to_csv(folder / "history.csv", index=False)
+    return folder
+
+
+def test_agreement_takes_the_largest_gap_over_shared_epochs(tmp_path: Path) -> None:
+    a = _history(tmp_path / "a", [0.9, 0.8, 0.7], [None, 0.5, 0.6])
+    b = _history(tmp_path / "b", [0.9, 0.8004], [None, 0.5002], epochs=[1, 2])
+    record = agreement(a, b)
+    assert record["epochs"] == [1, 2]
+    assert record["max_abs_gap"] == pytest.approx(4e-4)
+    assert record["agree"] is True
+    assert agreement(a, b, tolerance=1e-4)["agree"] is False
+
+
+def test_agreement_cli_writes_the_record_and_refuses_runs_without_a_shared_epoch(tmp_path: Path) -> None:
+    a = _history(tmp_path / "a", [0.9], [0.5])
+    b = _history(tmp_path / "b", [0.95], [0.5], epochs=[2])
+    with pytest.raises(ConfigError, match="share no finished epoch"):
+        agreement(a, b)
+    c = _history(tmp_path / "c", [0.9], [0.51])
+    assert agreement_main([str(a), str(c), "--out", str(tmp_path / "r.json"), "--note", "n"]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert (record["agree"], record["note"], record["max_abs_gap"]) == (False, "n", pytest.approx(0.01))

@@ -22,6 +22,7 @@ from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator
 from helpers.losses import compute_loss, loss_sum, make_loss_fn
 from helpers.model import SSEPT, load_checkpoint, transfer_encoder
+from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import fit, make_optimizer, pieces_per_batch, train_epoch
@@ -109,6 +110,17 @@ def test_out_folder_refuses_other_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="already holds this run; pass resume"):
         fit(split, _config(split), TC(epochs=1), out, progress=False)
     fit(split, _config(split), TC(epochs=1, lr=0.01), out, overwrite=True, progress=False)
+
+
+def test_a_run_resumes_with_another_epoch_cap_or_compile_mode_only(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    out = RunFolder(tmp_path / "run")
+    fit(split, _config(split), TC(epochs=1), out.path, progress=False)
+    stored = json.loads(out.run.read_text())
+    for key, value in (("epochs", 5), ("compile", "reduce-overhead")):
+        out.check(stored | {"train": stored["train"] | {key: value}}, resume=True, overwrite=False)
+    with pytest.raises(ConfigError, match=r"differs in: train.bucket 0 -> 8"):
+        out.check(stored | {"train": stored["train"] | {"bucket": 8}}, resume=True, overwrite=False)
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce", "bce+ce"])
