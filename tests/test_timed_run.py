@@ -13,6 +13,8 @@ from helpers.checkpoint import save_checkpoint
 from helpers.errors import ConfigError
 from helpers.studies.agreement import agreement
 from helpers.studies.agreement import main as agreement_main
+from helpers.studies.candidates import QUALITY_TARGET, meets
+from helpers.studies.candidates import main as candidates_main
 from helpers.studies.timed_run import main, target_met, timed_run_record
 from helpers.train import fit
 from tests.test_train import TC, _config, _synthetic
@@ -78,3 +80,26 @@ def test_agreement_cli_writes_the_record_and_refuses_runs_without_a_shared_epoch
     assert agreement_main([str(a), str(c), "--out", str(tmp_path / "r.json"), "--note", "n"]) == 0
     record = json.loads((tmp_path / "r.json").read_text())
     assert (record["agree"], record["note"], record["max_abs_gap"]) == (False, "n", pytest.approx(0.01))
+
+
+def test_candidate_record_reads_the_run_and_its_full_ranking(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    result = fit(split, _config(split), TC(epochs=2, eval_every=1, loss="ce", compile="off"), tmp_path / "run",
+                 progress=False)
+    (tmp_path / "run" / "full_test.json").write_text(json.dumps({"ndcg@10": 0.25, "hr@10": 0.5}))
+    assert candidates_main([str(tmp_path / "run"), "--card", "cpu", "--out", str(tmp_path / "c.json"),
+                            "--histories", str(tmp_path / "c.csv")]) == 0
+    record = json.loads((tmp_path / "c.json").read_text())["runs"][0]
+    assert (record["run"], record["epochs_reached"], record["best_epoch"]) == ("run", 2, result.best["epoch"])
+    assert record["sampled_ndcg@10"] == pytest.approx(result.best["test_ndcg@10"], abs=1e-12)
+    assert (record["full_ndcg@10"], record["full_hr@10"], record["meets_target"]) == (0.25, 0.5, False)
+    # Only what changes learning is listed: the loss and the test config's widths, not the epochs or the seed.
+    assert record["differs_from_faithful"]["train.loss"] == "ce"
+    assert not {"train.epochs", "train.eval_every", "train.seed"} & set(record["differs_from_faithful"])
+    assert list(pd.read_csv(tmp_path / "c.csv")["run"]) == ["run", "run"]
+
+
+def test_the_quality_target_needs_every_half() -> None:
+    assert meets(dict(QUALITY_TARGET))
+    for key in QUALITY_TARGET:
+        assert not meets(dict(QUALITY_TARGET) | {key: QUALITY_TARGET[key] - 1e-4})
