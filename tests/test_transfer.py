@@ -24,6 +24,7 @@ from helpers.studies.transfer import (
     mean_std_table,
     repeat_users,
     run_study,
+    study_curves,
     summarize,
     validation_curves,
     write_summary,
@@ -139,3 +140,18 @@ def test_summary_json_is_strict(tmp_path: Path) -> None:
     assert "NaN" not in text
     loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
     assert loaded["csv"] == "study.csv" and loaded["rows"][0]["x_std"] is None and loaded["rows"][1]["x_std"] == 0.1
+
+
+def test_study_curves_fall_back_to_the_published_file_only_when_it_holds_the_same_runs(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"setup": ["scratch", "scratch", "popularity"], "fraction": [0.1, 1.0, 0.1],
+                          "seed": [0, 0, 0], "settings_key": ["a" * 16, "b" * 16, "c" * 16],
+                          "kind": ["model", "model", "baseline"]})
+    published = tmp_path / "wiki1000_transfer_curves.csv"
+    curves = pd.DataFrame({"setup": "scratch", "fraction": [0.1, 0.1, 1.0], "seed": 0, "epoch": [2, 4, 2],
+                           "valid_ndcg@10": [0.5, 0.6, 0.7]})
+    curves.to_csv(published, index=False)
+    got, source = study_curves(frame, tmp_path / "runs", published)
+    assert source.startswith("wiki1000_transfer_curves.csv") and list(got["valid_ndcg@10"]) == [0.5, 0.6, 0.7]
+    curves[curves["fraction"] == 0.1].to_csv(published, index=False)  # one run missing: not the same study
+    with pytest.raises(ConfigError, match="need every run folder"):
+        study_curves(frame, tmp_path / "runs", published)

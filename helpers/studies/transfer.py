@@ -330,6 +330,26 @@ def validation_curves(frame: pd.DataFrame, run_dir: str | Path, metric: str = "v
     return pd.concat(parts, ignore_index=True)
 
 
+def study_curves(frame: pd.DataFrame, run_dir: str | Path, published: str | Path,
+                 metric: str = "valid_ndcg@10") -> tuple[pd.DataFrame, str]:
+    """The validation curves of the study in `frame`, and where they came from: the run folders when every
+    trained run's folder is there (`validation_curves`), else the published curves file (`export_study`'s
+    `wiki1000_transfer_curves.csv`) when it holds exactly the frame's runs (a study CSV kept without its run
+    folders). Neither: `ConfigError` naming both."""
+    models = frame[frame["kind"] == "model"]
+    folders = [run_folder(Path(run_dir), r.setup, r.fraction, r.seed, r.settings_key) for r in models.itertuples()]
+    if all(RunFolder(f).history.exists() for f in folders):
+        return validation_curves(frame, run_dir, metric), f"the run folders under {run_dir}"
+    published = Path(published)
+    if published.exists():
+        curves = pd.read_csv(published)
+        key = ["setup", "fraction", "seed"]
+        if set(map(tuple, curves[key].drop_duplicates().to_numpy())) == set(map(tuple, models[key].to_numpy())):
+            return curves, f"{published.name} (the run folders are not here)"
+    raise ConfigError(f"the curves need every run folder under {run_dir} or a {published.name} with the same runs; "
+                      "rerun the study (it resumes) or copy the published files")
+
+
 def mean_std_table(summary: pd.DataFrame, metrics: tuple[str, ...], fraction: float) -> pd.DataFrame:
     """One row per setup at `fraction`: each metric as "mean ± std" over seeds (± 0 for a single run)."""
     rows = summary[summary["fraction"] == fraction]
