@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +50,7 @@ def test_cost_note_counts_the_epochs_left(tmp_path: Path) -> None:
     pd.DataFrame({"epoch": range(1, 6)}).to_csv(runs[0].folder / "history.csv", index=False)
     note = pretrain.cost_note(runs, {"ssept": (10.0, "box"), "sasrec": (5.0, "box")})
     assert note.startswith("about to train 395 epochs over 2 runs: about 0.8 h")  # 195 x 10 s + 200 x 5 s
-    assert "10.0 s per SSE-PT epoch, 5.0 s per SASRec epoch; box" in note
+    assert "10.0 s per SSE-PT epoch, 5.0 s per SASRec epoch (box)" in note
     done = _runs(tmp_path, seeds=(0,), epochs=5)[:1]
     assert pretrain.cost_note(done, {"ssept": (10.0, "box")}) == "all 1 runs are finished: they are only reloaded"
 
@@ -64,6 +65,29 @@ def test_committed_epoch_seconds_by_hand() -> None:
                "e": record("faithful", "cuda (H200)", 50, 100.0)}
     assert pretrain.committed_epoch_seconds(results, "cpu") == {"ssept": (15.0, "cpu box"), "sasrec": (5.0, "cpu box")}
     assert pretrain.committed_epoch_seconds(results, "cuda") == {"ssept": (1.0, "cuda (H200) box")}
+
+
+def test_benchmarked_epoch_seconds_pick_the_run_s_layout() -> None:
+    assert [pretrain.bench_layout(b, c) for b, c in ((8, 1), (0, 1), (0, 0), (0, 2))] == [
+        "bucket8", "plain", "chunks4", "chunks2"]
+    bench = {"machine": {"processor": "EPYC", "device": "cpu (2 cores)"}, "date": "2026-11-29 23:24:29 UTC",
+             "runs": {"ssept_bucket8": {"epoch_seconds": 7.1}, "ssept_chunks4": {"epoch_seconds": 7.5},
+                      "sasrec_bucket8": {"epoch_seconds": 3.7}}}
+    where = "EPYC, cpu (2 cores), benchmarked 2026-11-29"
+    assert pretrain.benchmarked_epoch_seconds(bench, "bucket8") == {"ssept": (7.1, where), "sasrec": (3.7, where)}
+    assert pretrain.benchmarked_epoch_seconds(bench, "plain") == {}
+
+
+def test_expected_cpu_epoch_seconds_prefer_the_benchmark_with_both_families(tmp_path: Path) -> None:
+    bench = {"machine": {"processor": "EPYC", "device": "cpu"}, "date": "2026-11-29",
+             "runs": {"ssept_bucket8": {"epoch_seconds": 7.0}, "sasrec_bucket8": {"epoch_seconds": 3.5},
+                      "ssept_plain": {"epoch_seconds": 9.0}}}
+    (tmp_path / pretrain.CPU_BENCH).write_text(json.dumps(bench))
+    record = {"group": "faithful, CPU", "device": "cpu", "model": {"user_dim": 50}, "train_seconds": 3000.0,
+              "epochs": 100, "machine": "box"}
+    (tmp_path / "ml1m_results.json").write_text(json.dumps({"a": record}))
+    assert pretrain.expected_cpu_epoch_seconds(tmp_path, "bucket8")["ssept"][0] == 7.0
+    assert pretrain.expected_cpu_epoch_seconds(tmp_path, "plain") == {"ssept": (30.0, "box")}  # SASRec untimed
 
 
 def test_seed_summary_and_wins(tmp_path: Path) -> None:

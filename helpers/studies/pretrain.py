@@ -6,6 +6,7 @@ summary over seeds and the count of seeds SSE-PT wins, and the command line equi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,15 @@ import pandas as pd
 import torch
 
 from helpers import settings
+from helpers.notebook.results import load_results
 from helpers.notebook.session import ARTIFACTS, copy_to_drive, export_run, machine
 from helpers.runs import RunFolder
 from helpers.settings import SSEPTConfig, TrainConfig
 
 #: Display label -> preset family.
 MODELS = {"SSE-PT": "ssept", "SASRec": "sasrec"}
+#: The CPU benchmark the cost note reads first: `helpers.studies.bench`, alone on an idle machine.
+CPU_BENCH = "bench_cpu_idle.json"
 #: Length buckets on a CPU (epochs about 2x faster, see docs/speed.md); a GPU trains on plain shuffled batches.
 CPU_BUCKET = 8
 
@@ -101,6 +105,35 @@ def committed_epoch_seconds(results: dict[str, dict[str, Any]], device_type: str
     return {family: (sum(v) / len(v), machines[family]) for family, v in found.items()}
 
 
+def bench_layout(bucket: int, chunks: int) -> str:
+    """The benchmark's name (`helpers.studies.bench`) for a run's batch layout: bucketN, plain or chunksN
+    (chunks 0 is the CPU's automatic 4)."""
+    if bucket:
+        return f"bucket{bucket}"
+    return "plain" if chunks == 1 else f"chunks{chunks or 4}"
+
+
+def benchmarked_epoch_seconds(bench: dict[str, Any], layout: str) -> dict[str, tuple[float, str]]:
+    """Training seconds per epoch per family for one batch layout, from a `helpers.studies.bench` record,
+    with the machine and date that measured them (empty when the record did not time that layout)."""
+    machine = bench["machine"]
+    where = f"{machine['processor']}, {machine['device']}, benchmarked {bench['date'][:10]}"
+    return {name.split("_", 1)[0]: (float(row["epoch_seconds"]), where) for name, row in bench["runs"].items()
+            if name.split("_", 1)[1] == layout}
+
+
+def expected_cpu_epoch_seconds(artifacts: Path, layout: str) -> dict[str, tuple[float, str]]:
+    """Seconds per CPU training epoch per family for a batch layout: the idle-machine benchmark (`CPU_BENCH`)
+    where it timed that layout for both families, else the committed faithful CPU runs' (`ml1m_results.json`;
+    they shared their machine, so an upper bound)."""
+    bench = Path(artifacts) / CPU_BENCH
+    if bench.exists():
+        timed = benchmarked_epoch_seconds(json.loads(bench.read_text()), layout)
+        if set(timed) == set(MODELS.values()):
+            return timed
+    return committed_epoch_seconds(load_results(Path(artifacts) / "ml1m_results.json"), "cpu")
+
+
 def cost_note(runs: list[PlannedRun], per_epoch: dict[str, tuple[float, str]]) -> str:
     """What training `runs` will cost, from the epochs left and the committed runs' seconds per epoch."""
     left = {run.name: max(run.train.epochs - epochs_done(run.folder), 0) for run in runs}
@@ -110,7 +143,7 @@ def cost_note(runs: list[PlannedRun], per_epoch: dict[str, tuple[float, str]]) -
     rates = ", ".join(f"{per_epoch[f][0]:.1f} s per {label} epoch" for label, f in MODELS.items() if f in per_epoch)
     machine = next(iter(per_epoch.values()))[1]
     return (f"about to train {sum(left.values())} epochs over {sum(1 for v in left.values() if v)} runs: about "
-            f"{seconds / 3600:.1f} h at the speed of the committed runs ({rates}; {machine})")
+            f"{seconds / 3600:.1f} h of training at {rates} ({machine})")
 
 
 def seed_summary(table: pd.DataFrame, runs: list[PlannedRun]) -> pd.DataFrame:
