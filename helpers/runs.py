@@ -4,7 +4,7 @@
     last.pt       the newest checkpoint, with optimiser and random-generator state (resumable)
     prev.pt       the one before it, kept in case last.pt is damaged
     best.pt       the best epoch by validation (weights only)
-    history.csv   one row per epoch
+    history.csv   one row per epoch: loss, seconds, the metrics when evaluated, and the device that trained it
 
 Every write is atomic, and `last.pt` exists at every instant once written: a run killed
 at any moment resumes from a complete checkpoint.

@@ -342,6 +342,12 @@ def _stop_reason(config: TrainConfig, state: _State) -> str | None:
     return None
 
 
+def trained_on(device: torch.device, world: World) -> str:
+    """What trains an epoch, for its history row: the device (with its torch threads on a CPU) and, with
+    several processes, their count; a run resumed elsewhere shows where each of its epochs ran."""
+    return device_description(device) + (f" x {world.size} processes" if world.size > 1 else "")
+
+
 def _epoch(job: _Job, state: _State, progress: bool) -> bool:
     """Train the next epoch, validate when due and keep the best; record the epoch in `state`.
 
@@ -356,7 +362,8 @@ def _epoch(job: _Job, state: _State, progress: bool) -> bool:
     if not math.isfinite(loss):
         raise NonFiniteError(f"epoch {epoch}: the training loss is {loss}, the run has diverged; "
                              f"{_kept(job.folder)}")
-    row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0}
+    row: dict[str, Any] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - t0,
+                           "device": trained_on(job.device, job.world)}
     improved = False
     if epoch % config.eval_every == 0 or epoch == config.epochs:
         row.update(_evaluate(job, epoch))

@@ -100,8 +100,15 @@ def test_export_run_writes_small_artifacts(tmp_path: Path) -> None:
         progress=False)
     for leftover in ("last.pt", "prev.pt"):  # an exported run needs only run.json, history.csv and best.pt
         (tmp_path / "run" / leftover).unlink(missing_ok=True)
-    entry = export_run(tmp_path / "run", "tiny", {"command": "test"}, dest=tmp_path / "art",
-                       weights_file="ml1m_tiny.pt")
+    # Each epoch's row names what trained it; a run resumed elsewhere is recorded with both, in order.
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    here = history["device"].iloc[-1]
+    assert here.startswith("cpu (") and "torch thread" in here
+    history.loc[0, "device"] = "cuda (card)"
+    history.to_csv(tmp_path / "run" / "history.csv", index=False)
+    entry = export_run(tmp_path / "run", "tiny", {"command": "test", "device": "the notebook's"},
+                       dest=tmp_path / "art", weights_file="ml1m_tiny.pt")
+    assert entry["device"] == f"cuda (card); {here}"
     model, ckpt = load_checkpoint(tmp_path / "art" / "ml1m_tiny.pt")
     assert ckpt["optimizer"] is None and model.config == cfg
     assert entry["epochs"] == 2 and entry["command"] == "test" and entry["weights"] == "ml1m_tiny.pt"

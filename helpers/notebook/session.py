@@ -177,7 +177,8 @@ def export_run(
     Reads the run folder's `run.json`, `history.csv` and `best.pt` (not `last.pt`, which
     may be left behind). The weights go to `dest / weights_file` without optimiser state
     (small enough to commit); the record gains the best epoch, its metrics, the settings,
-    the wall time and whatever `record` holds (command, machine, ...).
+    the wall time and whatever `record` holds (command, machine, ...); the device is the one the history
+    names for its epochs (each distinct one, in order) when it names one for every epoch, else `record`'s.
     """
     folder = RunFolder(run)
     best = read_checkpoint(folder.best)
@@ -191,6 +192,8 @@ def export_run(
              "train": settings["train"], "model": settings["model"], "best": best["best"],
              "weights": weights_file, "train_seconds": float(history["seconds"].sum()),
              "wall_seconds": float(history["elapsed"].iloc[-1])}
+    if "device" in history and history["device"].notna().all():  # where the epochs ran (histories since 2026-11-29)
+        entry["device"] = "; ".join(dict.fromkeys(history["device"]))
     results_path = dest / "ml1m_results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results[name] = entry
