@@ -45,42 +45,36 @@ BACKEND=${BACKEND:-nccl}           # the torchrun check's process group (gloo fo
 MODE=${MODE:-off}                  # compile mode of the candidates when step 1 is skipped
 start_session
 
-# 1. the timed run: the first mode that finishes wins
+# The timed run into $RUNS/$1 with compile mode $2, from process start to exit: sets RC and WALL (seconds),
+# logs to $RUNS/$1.log; on success writes $1/wall.json and the record $OUT/$3 (`helpers.studies.timed_run`,
+# its mode described as $4).
+timed_run() {
+  local T0; T0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  timeout 170 $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --model ssept --recipe faithful \
+      --epochs "$EPOCHS" --eval-every 20 --checkpoint-every "$EPOCHS" --chunks 1 --no-amp --compile "$2" \
+      $EXTRA --out "$RUNS/$1" --overwrite --quiet > "$RUNS/$1.log" 2>&1
+  RC=$?
+  WALL=$($PY -c "print(round($(date +%s.%N) - $T0, 1))")
+  say "$1, compile $2: exit $RC, wall ${WALL}s (process start, data loading and compiling included)"
+  tail -3 "$RUNS/$1.log" | tee -a "$LOG"
+  [ "$RC" -eq 0 ] || return 0
+  echo "{\"wall_seconds\": $WALL, \"exit\": $RC, \"compile\": \"$2\", \"epochs\": $EPOCHS}" > "$RUNS/$1/wall.json"
+  $PY -m helpers.studies.timed_run "$RUNS/$1" --wall "$WALL" --mode "$4" --device "$DEVICE" --out "$OUT/$3" 2>&1 \
+      | tee -a "$LOG"
+}
+
+# 1. the timed run: the first mode that finishes wins; then, compiled, once more with the cache warm
 [ "$PHASE" = candidates ] && say "PHASE=candidates: steps 1-2 skipped, compile $MODE"
 [ "$PHASE" = candidates ] || for mode in reduce-overhead default off; do
   say "timed run: $EPOCHS faithful SSE-PT epochs, validation every 20, compile $mode"
-  T0=$(date +%s.%N)
-  # shellcheck disable=SC2086
-  timeout 170 $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --model ssept --recipe faithful \
-      --epochs "$EPOCHS" --eval-every 20 --checkpoint-every "$EPOCHS" --chunks 1 --no-amp --compile "$mode" \
-      $EXTRA --out "$RUNS/speed200" --overwrite --quiet > "$RUNS/speed200-$mode.log" 2>&1
-  RC=$?
-  WALL=$($PY -c "print(round($(date +%s.%N) - $T0, 1))")
-  say "timed run, compile $mode: exit $RC, wall ${WALL}s (process start, data loading and compiling included)"
-  tail -3 "$RUNS/speed200-$mode.log" | tee -a "$LOG"
-  if [ "$RC" -eq 0 ]; then
-    MODE=$mode
-    echo "{\"wall_seconds\": $WALL, \"exit\": $RC, \"compile\": \"$mode\", \"epochs\": $EPOCHS}" \
-        > "$RUNS/speed200/wall.json"
-    cp "$RUNS/speed200-$mode.log" "$RUNS/speed200.log"
-    $PY -m helpers.studies.timed_run "$RUNS/speed200" --wall "$WALL" --mode "$mode" --device "$DEVICE" \
-        --out "$OUT/gpu_200_epochs.json" 2>&1 | tee -a "$LOG"
-    break
-  fi
-  mkdir -p "$RUNS/failed"; cp "$RUNS/speed200-$mode.log" "$RUNS/failed/"
+  timed_run speed200 "$mode" gpu_200_epochs.json "$mode"
+  if [ "$RC" -eq 0 ]; then MODE=$mode; break; fi
+  mkdir -p "$RUNS/failed"; cp "$RUNS/speed200.log" "$RUNS/failed/speed200-$mode.log"
 done
 if [ "$PHASE" != candidates ] && [ "$WARM" = yes ] && [ -f "$OUT/gpu_200_epochs.json" ] && [ "$MODE" != off ]; then
   say "timed run again, compile $MODE, the compile cache now warm"
-  T0=$(date +%s.%N)
-  # shellcheck disable=SC2086
-  timeout 170 $PY -m helpers.train --dataset ml-1m --device "$DEVICE" --model ssept --recipe faithful \
-      --epochs "$EPOCHS" --eval-every 20 --checkpoint-every "$EPOCHS" --chunks 1 --no-amp --compile "$MODE" \
-      $EXTRA --out "$RUNS/speed200-warm" --overwrite --quiet > "$RUNS/speed200-warm.log" 2>&1
-  RC=$?
-  WALL=$($PY -c "print(round($(date +%s.%N) - $T0, 1))")
-  say "timed run, warm cache: exit $RC, wall ${WALL}s"
-  [ "$RC" -eq 0 ] && $PY -m helpers.studies.timed_run "$RUNS/speed200-warm" --wall "$WALL" \
-      --mode "$MODE, compile cache warm" --device "$DEVICE" --out "$OUT/gpu_200_epochs_warm.json" 2>&1 | tee -a "$LOG"
+  timed_run speed200-warm "$MODE" gpu_200_epochs_warm.json "$MODE, compile cache warm"
 fi
 
 # 2. the benchmark, alone on the card (its JSON is rewritten after each layout)
