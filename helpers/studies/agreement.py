@@ -35,7 +35,7 @@ def _history(folder: str | Path) -> pd.DataFrame:
 
 def agreement(first: str | Path, second: str | Path, tolerance: float = TOLERANCE) -> dict[str, Any]:
     """Both runs' metrics epoch by epoch, the largest absolute gap over them, and whether it is within
-    `tolerance`. Epochs only one of the runs reached are left out (and counted)."""
+    `tolerance`. Epochs only one of the runs reached are left out."""
     a, b = _history(first), _history(second)
     common = sorted(set(a["epoch"]) & set(b["epoch"]))
     if not common:

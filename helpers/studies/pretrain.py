@@ -25,7 +25,8 @@ from helpers.settings import SSEPTConfig, TrainConfig
 MODELS = {"SSE-PT": "ssept", "SASRec": "sasrec"}
 #: The CPU benchmark the cost note reads first: `helpers.studies.bench`, alone on an idle machine.
 CPU_BENCH = "bench_cpu_idle.json"
-#: Length buckets on a CPU (epochs about 2x faster, see docs/speed.md); a GPU trains on plain shuffled batches.
+#: Length buckets on a CPU (the committed CPU runs' layout: epochs about 2x faster than plain batches, but only
+#: 5-8% faster than chunks 4 on an idle machine, docs/speed.md); a GPU trains on plain shuffled batches.
 CPU_BUCKET = 8
 
 
@@ -135,7 +136,8 @@ def expected_cpu_epoch_seconds(artifacts: Path, layout: str) -> dict[str, tuple[
 
 
 def cost_note(runs: list[PlannedRun], per_epoch: dict[str, tuple[float, str]]) -> str:
-    """What training `runs` will cost, from the epochs left and the committed runs' seconds per epoch."""
+    """What training `runs` will cost, from the epochs left and `per_epoch` (family -> seconds per epoch and
+    the machine that measured them: `expected_cpu_epoch_seconds`, `committed_epoch_seconds`)."""
     left = {run.name: max(run.train.epochs - epochs_done(run.folder), 0) for run in runs}
     if not any(left.values()):
         return f"all {len(runs)} runs are finished: they are only reloaded"
