@@ -17,6 +17,7 @@ Command line: `python -m helpers.data fetch [--dataset NAME]` and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,13 @@ class SequenceData:
     def n_rows(self) -> int:
         """Number of interactions."""
         return int(self.items.size)
+
+    def digest(self) -> str:
+        """A hash of the rows (ids and order), to check that processes on several machines read the same data."""
+        h = hashlib.blake2b(digest_size=16)
+        for array in (self.offsets, self.items):
+            h.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        return h.hexdigest()
 
     def user_items(self, user: int) -> np.ndarray:
         """One user's items in time order (a view, not a copy)."""

@@ -5,10 +5,11 @@ RANK, LOCAL_RANK and WORLD_SIZE; `process_group` then joins them (gloo on a CPU,
 yields their `World`. Without those variables nothing is started and `World()` is a single process,
 for which every method here does nothing (no collective, no copy), so a plain run is unchanged.
 
-- Rank 0 alone writes files and prints (`World.log`); `barrier` after a write that the others read.
+- Rank 0 alone reads and writes the run folder and prints (`World.log`); it hands what it read to the
+  others (`broadcast`), so the machines of a multi-node run need no shared storage for it.
 - `wrap` puts the model in DistributedDataParallel (gradients averaged over the ranks at each step).
 - `SharedEvaluator` splits an evaluation over the ranks and gathers it: one process's metrics, exactly.
-- The gathers (`all_gather`, `all_sum`) are reached by every rank at the same point, or they hang
+- The collectives (`all_gather`, `all_sum`, `broadcast`) are reached by every rank at the same point, or they hang
   until the group's timeout (`TIMEOUT_S`): decisions that lead to one are taken from values that
   are the same on every rank.
 - Each rank draws from its own generators, `rank_generator(seed, stream, rank)`, with the stream
@@ -75,7 +76,7 @@ class World:
         return log if self.main else _silent
 
     def barrier(self) -> None:
-        """Wait until every rank is here (after rank 0 writes a file the others read)."""
+        """Wait until every rank is here (e.g. until rank 0 has written the run folder)."""
         if self.size > 1:
             dist.barrier()
 
@@ -86,6 +87,14 @@ class World:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's `obj` (picklable) on every rank; what the others pass is ignored."""
+        if self.size == 1:
+            return obj
+        box: list[Any] = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of `tensor` over the ranks (in place), on every rank."""

@@ -83,7 +83,7 @@ class RunFolder:
 
     def check(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
         """Refuse to mix runs: a different run needs `overwrite`; the same one needs `resume`, with as many
-        processes as it was trained by. Reads only, so every rank can check before rank 0 writes."""
+        processes as it was trained by. Reads only."""
         if self.exists() and not overwrite:
             stored = self.stored()
             before, now = stored.get("world_size", 1), description.get("world_size", 1)

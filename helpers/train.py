@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from helpers import settings
 from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
-from helpers.data import Split, leave_one_out, load
+from helpers.data import SequenceData, Split, leave_one_out, load
 from helpers.distributed import (
     BACKENDS,
     SINGLE_PROCESS,
@@ -55,7 +55,7 @@ from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.fetch import sha256_of
 from helpers.losses import compute_loss, make_loss_fn
 from helpers.model import SSEPT, load_model_state, transfer_encoder
-from helpers.runs import RunFolder
+from helpers.runs import RunFolder, differences, flatten
 from helpers.sampler import TrainSampler, prefetch
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.utils import (
@@ -276,19 +276,40 @@ def _restore_rng_state(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any]
 
 
 def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World) -> None:
-    """Every rank checks the folder (and refuses alike); then rank 0 alone writes run.json."""
-    folder.check(description, resume, overwrite)
-    world.barrier()  # no rank checks a run.json that rank 0 is already writing
+    """Rank 0 checks the folder and writes run.json; every rank then refuses alike, or goes on.
+
+    Only rank 0 touches the folder, so the machines of a multi-node run need no shared storage for it.
+    """
+    refusal = None
     if world.main:
-        folder.prepare(description, resume, overwrite)
-    world.barrier()  # every rank reads the folder once rank 0 has set it up
+        try:
+            folder.prepare(description, resume, overwrite)
+        except ConfigError as err:
+            refusal = str(err)
+    refusal = world.broadcast(refusal)
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+def _same_run_on_every_rank(description: dict[str, Any], data: SequenceData, world: World) -> None:
+    """Refuse, on every rank alike, when a rank's settings or data differ from rank 0's: machines that
+    read different files or flags would otherwise train a mixture of runs without a word."""
+    everyone = world.all_gather(flatten(description) | {"data.digest": data.digest()})
+    for rank, theirs in enumerate(everyone[1:], start=1):
+        # The file's path may differ between machines; its content is compared (init_from_sha256).
+        differs = differences(everyone[0], theirs, ignore=("init_from",))
+        if differs:
+            raise ConfigError(
+                f"rank {rank} does not run rank 0's training (rank 0 -> rank {rank}: {', '.join(differs)}); "
+                "every machine needs the same dataset file, --init-from file and flags"
+            )
 
 
 def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
              world: World, log: Callable[[str], None]) -> _State:
-    """The state of the folder's newest readable checkpoint (a fresh state if there is none); every rank
-    reads the same file and takes its own random state from it."""
-    latest = folder.load_latest(log)
+    """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
+    it and hands it to every rank, and each takes its own random state from it."""
+    latest, best_state = world.broadcast(_read_latest(folder, log) if world.main else None)
     if latest is None:
         log(f"no checkpoint in {relative(folder.path)} yet: starting from epoch 0")
         return _State()
@@ -296,7 +317,13 @@ def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, 
     optimizer.load_state_dict(latest["optimizer"])
     _restore_rng_state(model, sampler, latest, world, folder.last)
     log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}")
-    return _State(list(latest["history"]), dict(latest["best"]), folder.load_best_state(), int(latest["epoch"]))
+    return _State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
+
+
+def _read_latest(folder: RunFolder, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The folder's newest readable checkpoint and, if there is one, the best epoch's weights."""
+    latest = folder.load_latest(log)
+    return latest, folder.load_best_state() if latest is not None else None
 
 
 def _payload(job: _Job, state: _State, rng: dict[str, Any] | list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -416,10 +443,13 @@ def fit(
     model, optimizer, sampler, _ = training_setup(split, model_config, config, dev, init_from, world)
     evaluators = {w: SharedEvaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives,
                                      world, dev) for w in ("valid", "test")}
+    description = _description(split, model_config, config, init_from, world)
+    if world.size > 1:
+        _same_run_on_every_rank(description, split.data, world)
     folder = RunFolder(out_dir) if out_dir is not None else None
     state = _State()
     if folder is not None:
-        _prepare(folder, _description(split, model_config, config, init_from, world), resume, overwrite, world)
+        _prepare(folder, description, resume, overwrite, world)
         if resume:
             state = _restore(folder, model, optimizer, sampler, world, log)
     # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
@@ -496,7 +526,7 @@ def _train(args: argparse.Namespace, world: World) -> int:
     dataset_tag = Path(str(args.dataset)).stem
     out = args.out or f"runs/{dataset_tag}-{args.model}-s{train_kw.get('seed', TrainConfig.seed)}"
     if args.resume:  # settings not given again are the stored run's
-        stored = RunFolder(out).stored()
+        stored = world.broadcast(RunFolder(out).stored() if world.main else None)  # rank 0 reads the folder
         for prefix, kw in (("model.", model_kw), ("train.", train_kw)):
             for key, value in stored.items():
                 if key.startswith(prefix) and key[len(prefix):] not in ("n_users", "n_items"):

@@ -3,11 +3,13 @@
 Starting processes dominates the time, so the checks share launches: one `torch.multiprocessing`
 session (`two_ranks`, a file store) trains a few steps, evaluates and then runs the command line's
 training as torchrun would (the uninterrupted reference); three torchrun launches cover the
-command line (a killed run, its resumption, and an error).
+command line (a killed run, its resumption, and an error), and two pairs of launches play two
+machines without shared storage (a run stopped and resumed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -79,6 +81,12 @@ def _rank(rank: int, tmp: str, dataset: str, reference: str, port: int) -> None:
             SharedEvaluator(split, "test", "sampled", 0, 10, world, CPU)(model)
         except NonFiniteError as err:
             out["nan"] = str(err)
+        # Rank 1 reads another file of the same shape (a machine with another copy of the data).
+        other = data.leave_one_out(data.read_pairs(dataset if rank == 0 else Path(tmp) / "other.txt"))
+        try:
+            fit(other, _model_config(other), TrainConfig(**EXACT_TRAIN, epochs=1), world=world, progress=False)
+        except ConfigError as err:
+            out["mixed"] = str(err)
     torch.save(out, Path(tmp) / f"rank{rank}.pt")
     # The command line's training, in the environment torchrun gives its processes.
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -91,6 +99,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run `_rank` in 2 processes; their findings, the dataset and the reference run folder."""
     tmp = tmp_path_factory.mktemp("ranks")
     dataset = _synthetic(tmp / "s.txt", users=110, items=60)
+    _synthetic(tmp / "other.txt", users=110, items=60, seed=1)
     reference = tmp / "reference"
     t0 = time.perf_counter()
     mp.spawn(_rank, args=(str(tmp), str(dataset), str(reference), _free_port()), nprocs=2)
@@ -129,6 +138,26 @@ def test_shared_evaluation_equals_one_process_exactly(two_ranks: dict[str, Any])
             assert two_ranks["ranks"][rank]["metrics"][protocol] == expected, (protocol, rank)
     for rank in (0, 1):  # the NaN was on rank 1's weights only
         assert "evaluation on the test split (sampled protocol)" in two_ranks["ranks"][rank]["nan"]
+
+
+def test_ranks_reading_different_data_are_refused(two_ranks: dict[str, Any]) -> None:
+    """Rank 1 read another file with the same users and items: every rank refuses, naming the difference."""
+    messages = [two_ranks["ranks"][rank].get("mixed") for rank in (0, 1)]
+    assert messages[0] == messages[1]
+    assert messages[0] is not None and messages[0].startswith("rank 1 does not run rank 0's training")
+    assert "data.digest" in messages[0] and "dataset 's' -> 'other'" in messages[0]
+    assert "every machine needs the same dataset file" in messages[0]
+
+
+def test_data_digest_sees_order_and_ids() -> None:
+    """The digest changes with an item, with the order of a user's items, and with a row moved between users."""
+    def digest(items: list[int], offsets: list[int]) -> str:
+        return data.SequenceData("d", 2, 9, np.array(offsets), np.array(items)).digest()
+
+    base = digest([1, 2, 3, 4], [0, 0, 2, 4])
+    assert base == digest([1, 2, 3, 4], [0, 0, 2, 4])
+    assert len({base, digest([1, 2, 3, 5], [0, 0, 2, 4]), digest([2, 1, 3, 4], [0, 0, 2, 4]),
+                digest([1, 2, 3, 4], [0, 0, 3, 4])}) == 4
 
 
 def test_shares_cover_each_global_batch_once() -> None:
@@ -173,6 +202,48 @@ def test_error_cases_name_the_fix(tmp_path: Path) -> None:
 def _torchrun(dataset: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "helpers.train", "--dataset", str(dataset), "--out", str(out), *RUN_FLAGS, *extra]
+
+
+def _node(node: int, cwd: Path, dataset: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    """One of two machines of a multi-node launch (static rendezvous: machine `node` holds rank `node`),
+    in its own working folder, so that `--out runs/x` is a folder on that machine alone."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+           "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+           "-m", "helpers.train", "--dataset", str(dataset), "--out", "runs/x", *RUN_FLAGS, *extra]
+    return subprocess.Popen(cmd, env=_env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _two_machines(tmp: Path, dataset: Path, *extra: str) -> None:
+    """Launch both machines and wait; fail with their messages if either fails."""
+    port = _free_port()
+    procs = [_node(n, tmp / f"machine{n}", dataset, port, *extra) for n in (0, 1)]
+    try:
+        errors = [proc.communicate(timeout=STOP_LIMIT_S)[1] for proc in procs]
+    except subprocess.TimeoutExpired:
+        for pid in [pid for proc in procs for pid in [*_descendants(proc.pid), proc.pid]]:
+            with contextlib.suppress(ProcessLookupError):  # leave nothing running behind a failed test
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the two machines were still running after {STOP_LIMIT_S} s")
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+
+
+def test_two_machines_without_shared_storage_resume_like_one(two_ranks: dict[str, Any], tmp_path: Path) -> None:
+    """Two machines (two torchrun agents, one process each), each with its own `runs/`: rank 0 alone keeps
+    the run folder, and a run stopped at epoch 4 and relaunched ends on exactly the single-machine
+    2-process run's weights and metrics, with nothing written on the other machine."""
+    for n in (0, 1):
+        (tmp_path / f"machine{n}").mkdir()
+    _two_machines(tmp_path, two_ranks["dataset"], "--epochs", "4")
+    assert read_checkpoint(tmp_path / "machine0" / "runs" / "x" / "last.pt")["epoch"] == 4
+    _two_machines(tmp_path, two_ranks["dataset"])  # RUN_FLAGS: --epochs 8 --resume
+    assert not (tmp_path / "machine1" / "runs").exists()
+    a = read_checkpoint(two_ranks["reference"] / "last.pt")
+    b = read_checkpoint(tmp_path / "machine0" / "runs" / "x" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 8 and b["world_size"] == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    cols = [k for k in a["history"][-1] if k.startswith(("valid_", "test_")) or k == "loss"]
+    assert [[r.get(k) for k in cols] for r in a["history"]] == [[r.get(k) for k in cols] for r in b["history"]]
 
 
 def _descendants(pid: int) -> list[int]:
