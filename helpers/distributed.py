@@ -225,9 +225,7 @@ class SharedEvaluator:
         self.whole = Evaluator(split, which, protocol, seed, n_negatives, batch_size=size)
         self.owner = np.arange(self.whole.users.size) // size % world.size  # rank of each user's batch
         mine = self.whole.users[self.owner == world.rank]
-        # The same negatives as the whole evaluation (`Evaluator` draws them for every user, then selects).
-        self.mine = Evaluator(split, which, protocol, seed, n_negatives, batch_size=size, users=mine) \
-            if mine.size else None
+        self.mine = self.whole.restricted(mine) if mine.size else None  # against the whole's negatives
 
     def __call__(self, model: Scorer, device: torch.device | str | None = None) -> dict[str, Any]:
         """`Evaluator.__call__`'s metrics over every evaluated user, the same on every rank."""

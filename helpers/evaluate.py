@@ -14,6 +14,7 @@ Command line: `python -m helpers.evaluate --checkpoint PATH --dataset NAME
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -102,6 +103,13 @@ class Evaluator:
         # Shortest histories first, so each batch is trimmed to a similar width.
         self.users = eval_users[np.argsort(hist_len[eval_users], kind="stable")]
         self.hist_len = hist_len
+
+    def restricted(self, users: np.ndarray) -> Evaluator:
+        """This evaluation for those of `users` it evaluates, in its order and against its negatives: what
+        `Evaluator(..., users=users)` gives, without drawing the negatives again."""
+        part = copy.copy(self)
+        part.users = self.users[np.isin(self.users, users)]
+        return part
 
     def _batches(self, device: torch.device) -> list[np.ndarray]:
         size = self.batch_size or batch_size_for(device)

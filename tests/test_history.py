@@ -7,13 +7,24 @@ from pathlib import Path
 import numpy as np
 
 from helpers import data
-from helpers.history import HistoryIndex, gather_windows, sample_negatives
+from helpers.history import HistoryIndex, gather_windows, sample_negatives, sorted_unique
 
 
 def test_gather_windows() -> None:
     items = np.array([1, 2, 3, 4, 5, 6])
     out = gather_windows(items, np.array([0, 4]), np.array([4, 6]), 3)
     assert out.tolist() == [[2, 3, 4], [0, 5, 6]]
+
+
+def test_sorted_unique_is_np_unique() -> None:
+    assert sorted_unique(np.array([5, 1, 5, 3, 1, 1], dtype=np.int64)).tolist() == [1, 3, 5]
+    assert sorted_unique(np.array([], dtype=np.int64)).tolist() == []
+    assert sorted_unique(np.array([7])).tolist() == [7]
+    rng = np.random.default_rng(3)
+    for high in (4, 1_000, 10**12):  # mostly repeats, some, almost none
+        values = rng.integers(0, high, 5_000)
+        got, expected = sorted_unique(values), np.unique(values)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
 def test_history_index_tiny(tiny_file: Path) -> None:

@@ -126,6 +126,22 @@ def test_sampled_negatives_fixed_by_seed(small_split: data.Split) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_restricted_is_the_evaluation_of_those_users(small_split: data.Split, protocol: str) -> None:
+    """`restricted(users)` is `Evaluator(..., users=users)`: the same users in the same order, the same
+    negatives (the very array, not drawn again) and the same ranks; the whole evaluation is untouched."""
+    kw = {"n_negatives": 10} if protocol == "sampled" else {}
+    whole = Evaluator(small_split, "test", protocol, **kw)
+    users = np.array([40, 3, 17, 9, 99])  # unordered, and 99 is nobody
+    part, direct = whole.restricted(users), Evaluator(small_split, "test", protocol, users=users, **kw)
+    assert part.users.tolist() == direct.users.tolist() and sorted(part.users.tolist()) == [3, 9, 17, 40]
+    assert part.negatives is whole.negatives and whole.users.size == 40
+    if protocol == "sampled":
+        assert np.array_equal(part.negatives[users[:4]], direct.negatives[users[:4]])
+    pop = baselines.Popularity(small_split, maxlen=10)
+    assert np.array_equal(part.ranks(pop), direct.ranks(pop))
+
+
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
 def test_model_ranks_do_not_depend_on_the_batch_size(small_split: data.Split, protocol: str) -> None:
     """Each user's scores come from their own row, so every batch size gives the same ranks."""
     from helpers.model import SSEPT
