@@ -6,9 +6,11 @@
 #   accept-1m   one epoch + full-ranking evaluation on a 1,000,000-item catalogue (2,000 and 10,000 users),
 #               sampled softmax R=256, one torch thread
 #   accept-ddp  two processes (torchrun, gloo) train SASRec on ML-1M; helpers.evaluate rescores its best.pt
+#   whole-epoch one whole training epoch and evaluation on the ML-20M-shaped set through the command line, with
+#               2 processes x 1 thread (torchrun) and 1 process x 2 threads: checks the benchmark's extrapolation
 #   figure      artifacts/figures/scale.png from artifacts/scale.json (and the loss comparison's CSV)
 # The acceptance checks are recorded in artifacts/scale_acceptance.json (command, seconds, peak memory, result).
-# Usage: bash scripts/scale.sh [bench|layouts|accept-1m|accept-ddp|figure|all]   (default: all)
+# Usage: bash scripts/scale.sh [bench|layouts|accept-1m|accept-ddp|whole-epoch|figure|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SSEPT_DATA_MIRROR="${SSEPT_DATA_MIRROR:-/work/shared/data}"
@@ -48,6 +50,17 @@ if [[ $what == accept-ddp || $what == all ]]; then
     $ACCEPT --name "evaluate-ddp-best-$protocol" --threads 1 -- python -m helpers.evaluate --checkpoint "$OUT/best.pt" \
       --dataset ml-1m --protocol "$protocol" --split test
   done
+fi
+
+if [[ $what == whole-epoch ]]; then
+  FILE=runs/scale/synthetic-ml-20m.txt
+  [[ -f $FILE ]] || $SCALE make --shape ml-20m --out "$FILE"
+  # the benchmark's ml-20m points: SASRec, faithful settings (maxlen 200, BCE, batch 128), sampled evaluation
+  FLAGS=(--dataset "$FILE" --model sasrec --recipe faithful --epochs 1 --eval-every 1 --quiet --overwrite)
+  $ACCEPT --name whole-epoch-ml20m-2p1t --threads 1 -- torchrun --standalone --nproc_per_node 2 -m helpers.train \
+    "${FLAGS[@]}" --out runs/scale/epoch-ml20m-2p1t
+  $ACCEPT --name whole-epoch-ml20m-1p2t --threads 2 -- python -m helpers.train "${FLAGS[@]}" \
+    --out runs/scale/epoch-ml20m-1p2t
 fi
 
 if [[ $what == figure || $what == all ]]; then
