@@ -196,14 +196,15 @@ def sync_gradients(model: nn.Module, sync: bool) -> contextlib.AbstractContextMa
     return model.no_sync()
 
 
-def rank_generator(seed: int, stream: int, rank: int) -> np.random.Generator:
-    """The generator of `stream` (an id from `helpers.utils`) for one rank of a multi-process run."""
-    return np.random.default_rng([seed, stream, rank])
+def rank_generator(seed: int, stream: int, rank: int, *more: int) -> np.random.Generator:
+    """The generator of `stream` (an id from `helpers.utils`) for one rank of a multi-process run (`more`:
+    further numbers, e.g. the epoch and process count of a run resumed with another count)."""
+    return np.random.default_rng([seed, stream, rank, *more])
 
 
-def rank_torch_seed(seed: int, stream: int, rank: int) -> int:
-    """A seed for torch's generators on one rank (CUDA dropout draws from them), from (seed, stream, rank)."""
-    return int(np.random.SeedSequence([seed, stream, rank]).generate_state(1, np.uint64)[0] >> 1)
+def rank_torch_seed(seed: int, stream: int, rank: int, *more: int) -> int:
+    """A seed for torch's generators on one rank (CUDA dropout draws from them), from (seed, stream, rank, *more)."""
+    return int(np.random.SeedSequence([seed, stream, rank, *more]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class SharedEvaluator:

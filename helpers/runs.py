@@ -81,16 +81,17 @@ class RunFolder:
             return {}
         return LEGACY_SETTINGS | flatten(json.loads(self.run.read_text()))
 
-    def check(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    def check(self, description: dict[str, Any], resume: bool, overwrite: bool, new_count: bool = False) -> None:
         """Refuse to mix runs: a different run needs `overwrite`; the same one needs `resume`, with as many
-        processes as it was trained by. Reads only."""
+        processes as it was trained by unless `new_count` (--new-process-count). Reads only."""
         if self.exists() and not overwrite:
             stored = self.stored()
             before, now = stored.get("world_size", 1), description.get("world_size", 1)
-            if before != now:
+            if before != now and not new_count:
                 raise ConfigError(
                     f"{self.path} was trained by {before} process(es) and this launch has {now}; a run resumes "
-                    f"only with its own count: relaunch with torchrun --nproc_per_node {before}, "
+                    f"with its own count: relaunch with torchrun --nproc_per_node {before}, or pass "
+                    f"--new-process-count to go on with {now} (its random streams then start afresh), "
                     "or pass overwrite (--overwrite) to start over"
                 )
             # The process count is compared above (absent in a description: 1), the rest here.
@@ -106,9 +107,9 @@ class RunFolder:
                     "or overwrite (--overwrite) to start over"
                 )
 
-    def prepare(self, description: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    def prepare(self, description: dict[str, Any], resume: bool, overwrite: bool, new_count: bool = False) -> None:
         """`check`, then write run.json (after clearing the folder with `overwrite`)."""
-        self.check(description, resume, overwrite)
+        self.check(description, resume, overwrite, new_count)
         if overwrite:
             for p in (self.last, self.prev, self.fresh, self.best, self.history):
                 p.unlink(missing_ok=True)

@@ -264,18 +264,44 @@ def _rng_state(model: SSEPT, sampler: TrainSampler) -> dict[str, Any]:
     return rng_state(sampler.draw_rng, model.dropout_rng, apart)
 
 
-def _restore_rng_state(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World, path: Path) -> None:
-    """Put back this rank's random state from a checkpoint written by as many processes."""
+def _restore_rng_state(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World, path: Path,
+                       new_count: bool = False) -> None:
+    """Put back this rank's random state from a checkpoint written by as many processes (with `new_count`,
+    by any number of them: see `_fresh_streams`)."""
     stored = ckpt.get("world_size", 1)
     if stored != world.size:
-        raise CheckpointError(f"{path} holds the random states of {stored} process(es) and this launch has "
-                              f"{world.size}; relaunch with torchrun --nproc_per_node {stored}")
+        if not new_count:
+            raise CheckpointError(f"{path} holds the random states of {stored} process(es) and this launch has "
+                                  f"{world.size}; relaunch with torchrun --nproc_per_node {stored}, or pass "
+                                  "--new-process-count")
+        _fresh_streams(model, sampler, ckpt, world)
+        return
     state = ckpt["rng"][world.rank] if world.size > 1 else ckpt["rng"]
     apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
     restore_rng_state(sampler.draw_rng, model.dropout_rng, state, apart)
 
 
-def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World) -> None:
+def _fresh_streams(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World) -> None:
+    """The random state of a run resumed with another number of processes.
+
+    The order of users goes on from the stored one (every rank's is the same; one process drew it from
+    its only generator), so all ranks still agree on it. Each rank's draws (windows, negatives, SSE),
+    dropout and torch generator start afresh from (seed, stream, rank, epoch, processes): the old
+    ranks' streams cannot be dealt out to a new count. The run stays repeatable from here on.
+    """
+    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+    order = states[0].get("order", states[0]["numpy"])
+    seed, more = int(ckpt["train"]["seed"]), (int(ckpt["epoch"]), world.size)
+    sampler.order_rng.bit_generator.state = order  # one process: also its draws' generator
+    if sampler.draw_rng is not sampler.order_rng:
+        sampler.draw_rng.bit_generator.state = rank_generator(seed, RANK_DRAWS_STREAM, world.rank,
+                                                              *more).bit_generator.state
+    model.dropout_rng.bit_generator.state = rank_generator(seed, DROPOUT_STREAM, world.rank, *more).bit_generator.state
+    torch.manual_seed(rank_torch_seed(seed, RANK_TORCH_STREAM, world.rank, *more))
+
+
+def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World,
+             new_count: bool = False) -> None:
     """Rank 0 checks the folder and writes run.json; every rank then refuses alike, or goes on.
 
     Only rank 0 touches the folder, so the machines of a multi-node run need no shared storage for it.
@@ -283,7 +309,7 @@ def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overw
     refusal = None
     if world.main:
         try:
-            folder.prepare(description, resume, overwrite)
+            folder.prepare(description, resume, overwrite, new_count)
         except ConfigError as err:
             refusal = str(err)
     refusal = world.broadcast(refusal)
@@ -306,7 +332,7 @@ def _same_run_on_every_rank(description: dict[str, Any], data: SequenceData, wor
 
 
 def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
-             world: World, log: Callable[[str], None]) -> _State:
+             world: World, log: Callable[[str], None], new_count: bool = False) -> _State:
     """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
     it and hands it to every rank, and each takes its own random state from it."""
     latest, best_state = world.broadcast(_read_latest(folder, log) if world.main else None)
@@ -315,8 +341,11 @@ def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, 
         return _State()
     load_model_state(model, latest["model"], str(folder.last))
     optimizer.load_state_dict(latest["optimizer"])
-    _restore_rng_state(model, sampler, latest, world, folder.last)
-    log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}")
+    _restore_rng_state(model, sampler, latest, world, folder.last, new_count)
+    stored = latest.get("world_size", 1)
+    changed = (f" with {world.size} process(es) instead of {stored}: the weights and the optimizer go on, the "
+               "random streams start afresh" if stored != world.size else "")
+    log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}{changed}")
     return _State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
 
 
@@ -432,11 +461,13 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
     world: World = SINGLE_PROCESS,
+    new_process_count: bool = False,
 ) -> FitResult:
     """Train a model on `split`; return the best model by validation NDCG@10 and its history.
 
     With several processes (`world`, from `distributed.process_group`) every rank calls `fit` alike:
-    rank 0 alone writes `out_dir` and logs, and every rank returns the same result.
+    rank 0 alone writes `out_dir` and logs, and every rank returns the same result. A run resumes with
+    the number of processes it was trained by, or with `new_process_count` with any number.
     """
     dev = world.device(get_device(device) if not isinstance(device, torch.device) else device)
     log, progress = world.log(log), progress and world.main
@@ -449,9 +480,9 @@ def fit(
     folder = RunFolder(out_dir) if out_dir is not None else None
     state = _State()
     if folder is not None:
-        _prepare(folder, description, resume, overwrite, world)
+        _prepare(folder, description, resume, overwrite, world, new_process_count)
         if resume:
-            state = _restore(folder, model, optimizer, sampler, world, log)
+            state = _restore(folder, model, optimizer, sampler, world, log, new_process_count)
     # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
     job = _Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
 
@@ -506,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", default=None, help="checkpoint whose encoder starts the model")
     parser.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--new-process-count", action="store_true",
+                        help="with --resume: go on with another number of processes than the run had (the weights "
+                             "and the optimizer continue, the random streams start afresh)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -534,7 +568,7 @@ def _train(args: argparse.Namespace, world: World) -> int:
     model_config = settings.model_config(args.model, split.data.n_users, split.data.n_items, args.recipe, **model_kw)
     config = settings.train_config(args.model, args.recipe, **train_kw)
     result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
-                 progress=not args.quiet, world=world)
+                 progress=not args.quiet, world=world, new_process_count=args.new_process_count)
     summary = {"out": str(result.out_dir), "device": result.device, "best": result.best,
                "mean_epoch_seconds": float(result.history["seconds"].mean()), "processes": world.size}
     if world.main:

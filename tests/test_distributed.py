@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -325,6 +326,33 @@ def test_resume_with_another_process_count_is_refused(two_ranks: dict[str, Any])
     with pytest.raises(ConfigError, match=r"was trained by 2 process\(es\) and this launch has 1; .*"
                                           r"torchrun --nproc_per_node 2"):
         train_main(["--dataset", str(two_ranks["dataset"]), "--out", str(two_ranks["reference"]), *RUN_FLAGS])
+
+
+def test_a_run_goes_on_with_another_process_count(two_ranks: dict[str, Any], tmp_path: Path) -> None:
+    """--new-process-count: the 2-process run (epoch 8) goes on with 1 process to epoch 10, repeatably, keeps
+    resuming with 1, and goes back to 2 processes under torchrun; the history names who trained each epoch."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for out in folders:
+        shutil.copytree(two_ranks["reference"], out)
+        train_main(["--dataset", str(two_ranks["dataset"]), "--out", str(out), *RUN_FLAGS, "--epochs", "10",
+                    "--new-process-count"])
+    a, b = (read_checkpoint(out / "last.pt") for out in folders)
+    start = read_checkpoint(two_ranks["reference"] / "last.pt")
+    assert a["epoch"] == 10 and a["world_size"] == 1 and isinstance(a["rng"], dict)
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())  # repeatable from here on
+    assert not all(torch.equal(v, start["model"][k]) for k, v in a["model"].items())  # and it trained
+    assert a["history"][:8] == start["history"]
+    assert [r["device"].endswith(" x 2 processes") for r in a["history"]] == [True] * 8 + [False] * 2
+    # Now a 1-process run: a plain resume goes on, and torchrun takes it back to 2 processes.
+    train_main(["--dataset", str(two_ranks["dataset"]), "--out", str(folders[1]), *RUN_FLAGS, "--epochs", "11"])
+    assert read_checkpoint(folders[1] / "last.pt")["epoch"] == 11
+    res = subprocess.run(_torchrun(two_ranks["dataset"], folders[0], "--epochs", "12", "--new-process-count"),
+                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    c = read_checkpoint(folders[0] / "last.pt")
+    assert c["epoch"] == 12 and c["world_size"] == 2 and len(c["rng"]) == 2
+    assert [r["device"].endswith(" x 2 processes") for r in c["history"]] == [True] * 8 + [False] * 2 + [True] * 2
+    assert all(np.isfinite(r["loss"]) for r in c["history"]) and "valid_ndcg@10" in c["history"][-1]
 
 
 def test_an_error_under_torchrun_is_one_line(tmp_path: Path) -> None:
