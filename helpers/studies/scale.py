@@ -830,8 +830,9 @@ def draw(result: dict[str, Any], losses: pd.DataFrame | None) -> Any:
     fig, axes = plt.subplots(2, 3, figsize=(15, 9.5), constrained_layout=True)
     kinds = {"BCE": {"loss": "bce"}, "SS uniform": {"loss": "sampled-softmax", "sampling": "uniform"},
              "SS popularity": {"loss": "sampled-softmax", "sampling": "popularity"}, "full CE": {"loss": "ce"}}
+    shared = any(point.get("busy_before") for point in result["points"])  # other work ran beside some point
     layouts = {"1 process x 1 thread": (1, 1), "2 processes x 1 thread (torchrun)": (2, 1),
-               "1 process x 2 threads (collapses when shared)": (1, 2)}
+               "1 process x 2 threads" + (" (collapses when shared)" if shared else ""): (1, 2)}
     ax = axes[0, 0]
     width = 0.8 / len(layouts)
     for j, (name, (procs, threads)) in enumerate(layouts.items()):
@@ -906,7 +907,8 @@ def draw(result: dict[str, Any], losses: pd.DataFrame | None) -> Any:
                title=f"ML-1M, SASRec, {int(losses['epochs_done'].max())} epochs: loss vs cost")
     else:
         ax.set_axis_off()
-    fig.suptitle(f"How the cost grows: {result['machine']['cpu']} (2 cores, shared), torch {result['machine']['torch']}"
+    fig.suptitle(f"How the cost grows: {result['machine']['cpu']} (2 cores, {'shared' if shared else 'idle'}), "
+                 f"torch {result['machine']['torch']}"
                  "; time in core-seconds unless marked wall", fontsize=11)
     return fig
 
