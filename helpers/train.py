@@ -243,10 +243,7 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
     model.seed_dropout(config.seed)
     order_rng = None  # one process: `rng` draws the order too
     if world.size > 1:
-        order_rng, rng = rng, rank_generator(config.seed, RANK_DRAWS_STREAM, world.rank)
-        model.dropout_rng.bit_generator.state = rank_generator(config.seed, DROPOUT_STREAM,
-                                                               world.rank).bit_generator.state
-        torch.manual_seed(rank_torch_seed(config.seed, RANK_TORCH_STREAM, world.rank))  # dropout off the CPU
+        order_rng, rng = rng, _rank_streams(model, config.seed, world.rank)
     if init_from is not None:
         ckpt = read_checkpoint(init_from)
         transfer_encoder(model, ckpt, str(init_from), ckpt.get("data", {}).get("name") == data.name)
@@ -256,6 +253,14 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
                            order_rng=order_rng, rank=world.rank, world=world.size,
                            negatives=config.negatives, negative_sampling=config.negative_sampling)
     return model, make_optimizer(model, config), sampler, rng
+
+
+def _rank_streams(model: SSEPT, seed: int, rank: int, *more: int) -> np.random.Generator:
+    """One rank's own streams from (seed, stream, rank, *more): seeds the model's dropout and torch's
+    generators (dropout off the CPU), and returns the generator of the rank's draws."""
+    model.dropout_rng.bit_generator.state = rank_generator(seed, DROPOUT_STREAM, rank, *more).bit_generator.state
+    torch.manual_seed(rank_torch_seed(seed, RANK_TORCH_STREAM, rank, *more))
+    return rank_generator(seed, RANK_DRAWS_STREAM, rank, *more)
 
 
 def _rng_state(model: SSEPT, sampler: TrainSampler) -> dict[str, Any]:
@@ -292,12 +297,10 @@ def _fresh_streams(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], wo
     states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
     order = states[0].get("order", states[0]["numpy"])
     seed, more = int(ckpt["train"]["seed"]), (int(ckpt["epoch"]), world.size)
+    draws = _rank_streams(model, seed, world.rank, *more)
     sampler.order_rng.bit_generator.state = order  # one process: also its draws' generator
     if sampler.draw_rng is not sampler.order_rng:
-        sampler.draw_rng.bit_generator.state = rank_generator(seed, RANK_DRAWS_STREAM, world.rank,
-                                                              *more).bit_generator.state
-    model.dropout_rng.bit_generator.state = rank_generator(seed, DROPOUT_STREAM, world.rank, *more).bit_generator.state
-    torch.manual_seed(rank_torch_seed(seed, RANK_TORCH_STREAM, world.rank, *more))
+        sampler.draw_rng.bit_generator.state = draws.bit_generator.state
 
 
 def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World,
