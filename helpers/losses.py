@@ -140,8 +140,17 @@ def compute_loss(
     dense = device.type != "cpu" or loss_fn is not loss_sum
     loss = loss_fn(model, users, seq, pos, neg, config.loss, dense, log_q) / denom
     if penalty and config.l2_emb > 0:
-        l2 = model.item_emb.weight.pow(2).sum()
-        if model.user_emb is not None:
-            l2 = l2 + model.user_emb.weight.pow(2).sum()
-        loss = loss + config.l2_emb * l2
+        loss = loss + l2_penalty(model, config.l2_emb)
     return loss
+
+
+def l2_penalty(model: SSEPT, l2_emb: float) -> torch.Tensor:
+    """`l2_emb` times the sum of the squared weights of the item table and the user table (if any).
+
+    Added once per batch. The position table and the encoder are not penalised; the reference code's
+    `l2_regularizer` is `l2_emb * sum(w^2) / 2` and also covers the position table (docs/model.md).
+    """
+    total = model.item_emb.weight.pow(2).sum()
+    if model.user_emb is not None:
+        total = total + model.user_emb.weight.pow(2).sum()
+    return l2_emb * total

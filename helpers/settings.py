@@ -5,19 +5,20 @@ This module imports nothing of the package but `helpers.errors`, so every layer 
 - `SSEPTConfig`: everything that builds the model (stored in every checkpoint).
 - `TrainConfig`: how to train (stored in every checkpoint and in `run.json`).
 - The names the configs accept: losses, compile modes, block forms, evaluation protocols.
-- The presets: model families and recipes, asked for by name.
-  - `ssept`: SSE-PT as in Wu et al. (RecSys 2020) on ML-1M: item and user parts of 50,
-    2 blocks, 1 head, maxlen 200, dropout 0.2, user SSE 0.92 and item SSE 0.1, BCE.
-  - `sasrec`: the same model without the user part (width 50, as SASRec has on ML-1M),
-    item SSE 0.1, no user SSE.
-
-  The block form and the extra dropouts are pinned to the original SASRec form in the faithful
-  recipe, so the faithful reproduction does not move if the model's defaults do
-  (docs/short_histories.md).
+- The presets: model families and recipes, asked for by name (each is one line in docs/model.md).
+  - Families: `ssept` (SSE-PT: item and user parts of 50, user SSE 0.92 and item SSE 0.1),
+    `sasrec` (SASRec as published by Kang & McAuley: no user part, no SSE) and `sse-sasrec`
+    (SASRec with item SSE 0.1, the SSE-SASRec of the reference SSE-PT repository).
+  - Recipes: `paper` (the paper's ML-1M setting: 2 blocks, 1 head, maxlen 200, dropout 0.2 on the
+    input embeddings and the feed-forward output, BCE, 200 epochs), `reference` (the same with the
+    reference TensorFlow code's dropouts: also on the attention weights and inside the feed-forward
+    layer), `best` (CE + SSE-PT++, the committed best run) and `defaults` (the model's defaults).
+    Every recipe but `defaults` pins the architecture, so a preset does not move if the defaults do.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -34,7 +35,7 @@ COMPILE_MODES = ("off", "default", "reduce-overhead")
 #: Block forms: where the layer norms sit around attention and the feed-forward layer.
 BLOCK_FORMS = ("sasrec", "post-norm", "pre-norm")
 #: `attn_dropout`'s default: use the value of `dropout` (as the reference implementations do).
-#: It won on short histories (docs/short_histories.md); the faithful ML-1M run pins 0.0.
+#: It won on short histories (docs/short_histories.md); the `paper` recipe pins 0.0, `reference` keeps 0.2.
 SAME_AS_DROPOUT = -1.0
 #: The values of settings added after the first checkpoints were written, as those checkpoints
 #: were trained (the original SASRec form); `from_dict` fills them in whatever the defaults are.
@@ -121,7 +122,7 @@ class TrainConfig:
     loss: str = "bce"  # "bce" (one negative per position), "ce" (softmax over all items), "bce+ce", "sampled-softmax"
     negatives: int = 0  # R, the negatives each batch shares in "sampled-softmax" (needed there, e.g. 256); else 0
     negative_sampling: str = "uniform"  # how "sampled-softmax" draws them: "uniform" or "popularity" (log-Q)
-    l2_emb: float = 0.0  # L2 penalty on the item and user tables
+    l2_emb: float = 0.0  # adds l2_emb * (sum of squared weights) of the item and user tables to each batch's loss
     p_user: float = 0.92  # user SSE: probability of replacing a sequence's user id
     p_item: float = 0.1  # item SSE: probability of replacing an input item and its target
     p_sub: float = 0.0  # SSE-PT++: probability of a random window for histories longer than maxlen
@@ -181,26 +182,33 @@ class TrainConfig:
 
 # --------------------------------------------------------------------------- presets
 
-#: The architecture of the faithful ML-1M runs (and of the committed checkpoints).
-FAITHFUL_ARCHITECTURE: dict[str, Any] = {
+#: The paper's ML-1M architecture (and the committed checkpoints'): dropout 0.2 on the input embeddings and on
+#: the feed-forward output, none on the attention weights or inside the feed-forward layer.
+PAPER_ARCHITECTURE: dict[str, Any] = {
     "maxlen": 200, "num_blocks": 2, "num_heads": 1, "dropout": 0.2,
     "attn_dropout": 0.0, "ffn_dropout": 0.0, "block": "sasrec",
 }
+#: The reference TensorFlow code's architecture (wuliwei9278/SSE-PT, `modules.py`): its dropout rate also on the
+#: attention weights after the softmax and after the feed-forward layer's first convolution (the output of its
+#: second is dropped out in both recipes).
+REFERENCE_ARCHITECTURE: dict[str, Any] = {**PAPER_ARCHITECTURE, "attn_dropout": 0.2, "ffn_dropout": 0.2}
 
 #: Model family -> (model settings, training settings) that define it.
 FAMILIES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ssept": ({"item_dim": 50, "user_dim": 50}, {"p_user": 0.92, "p_item": 0.1}),
-    "sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.1}),
+    "sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.0}),
+    "sse-sasrec": ({"item_dim": 50, "user_dim": 0}, {"p_user": 0.0, "p_item": 0.1}),
 }
 
-#: Named recipes on top of a family: (model settings, training settings). "faithful" is the
-#: paper's ML-1M setting; "best" the best-run candidate (CE + SSE-PT++, artifacts/ml1m_ssept.pt);
-#: "defaults" leaves the architecture to the model's defaults.
+#: Named recipes on top of a family: (model settings, training settings).
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "faithful": (FAITHFUL_ARCHITECTURE, {"loss": "bce", "p_sub": 0.0, "epochs": 200}),
-    "best": (FAITHFUL_ARCHITECTURE, {"loss": "ce", "p_sub": 0.5, "epochs": 200}),
+    "paper": (PAPER_ARCHITECTURE, {"loss": "bce", "p_sub": 0.0, "epochs": 200}),
+    "reference": (REFERENCE_ARCHITECTURE, {"loss": "bce", "p_sub": 0.0, "epochs": 200}),
+    "best": (PAPER_ARCHITECTURE, {"loss": "ce", "p_sub": 0.5, "epochs": 200}),
     "defaults": ({}, {}),
 }
+#: Old recipe names that still work for one release, each with the name it now has.
+RENAMED_RECIPES = {"faithful": "paper"}
 
 
 def _family(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -209,26 +217,37 @@ def _family(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return FAMILIES[name]
 
 
+def recipe_name(name: str) -> str:
+    """The current name of a recipe: a renamed one (`RENAMED_RECIPES`) gets a `FutureWarning` naming its new name."""
+    if name in RENAMED_RECIPES:
+        warnings.warn(f"recipe {name!r} is now called {RENAMED_RECIPES[name]!r}; the old name will be removed",
+                      FutureWarning, stacklevel=3)
+        return RENAMED_RECIPES[name]
+    return name
+
+
 def _recipe(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    name = recipe_name(name)
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     return RECIPES[name]
 
 
-def model_config(family: str, n_users: int, n_items: int, recipe: str = "faithful",
+def model_config(family: str, n_users: int, n_items: int, recipe: str = "paper",
                  **overrides: Any) -> SSEPTConfig:
     """The family's architecture under `recipe` for a dataset of `n_users` and `n_items`, with `overrides`."""
     return SSEPTConfig(n_users=n_users, n_items=n_items,
                        **{**_recipe(recipe)[0], **_family(family)[0], **overrides})
 
 
-def train_config(family: str, recipe: str = "faithful", **overrides: Any) -> TrainConfig:
+def train_config(family: str, recipe: str = "paper", **overrides: Any) -> TrainConfig:
     """The family's training settings under `recipe`, with `overrides`."""
     return TrainConfig(**{**_family(family)[1], **_recipe(recipe)[1], **overrides})
 
 
 def family_of(config: SSEPTConfig) -> str:
-    """"ssept" or "sasrec": whether the model has a user part."""
+    """The architecture's family, "ssept" or "sasrec": whether the model has a user part (SSE is a training
+    setting, so an SSE-SASRec checkpoint is a "sasrec" model)."""
     return "ssept" if config.user_dim else "sasrec"
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -510,8 +511,14 @@ def fit(
 # --------------------------------------------------------------------------- command line
 
 
+#: Printed for `--model sasrec`, whose meaning changed: it trained SASRec with item SSE until 2026-12-03.
+SASREC_NOTE = ("note: --model sasrec is SASRec as published (no SSE); SASRec with item SSE 0.1, which this name "
+               "trained before 2026-12-03, is --model sse-sasrec")
+
 #: Defaults that are sentinels, in the words `--help` shows instead of the sentinel's value.
-HELP_DEFAULTS = {"attn_dropout": "same as --dropout"}
+HELP_DEFAULTS = {"attn_dropout": "same as --dropout",
+                 "l2_emb": "0.0; each batch's loss gets l2_emb x the sum of squared weights of the item and user "
+                           "tables (not the position table)"}
 
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...]) -> None:
@@ -531,11 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     """Train SSE-PT or SASRec on a dataset and write the run folder."""
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description="Train SSE-PT or SASRec.")
     parser.add_argument("--dataset", required=True, help="ml-1m, wiki1000, ml-100k or a 'user item' file")
-    parser.add_argument("--model", choices=("ssept", "sasrec"), default="ssept",
-                        help="model family (helpers/settings.py); sasrec = user_dim 0 and no user SSE")
-    parser.add_argument("--recipe", choices=("defaults", "faithful", "best"), default="defaults",
-                        help="faithful: the paper's ML-1M settings, architecture pinned (helpers/settings.py); "
-                             "defaults: the model's current defaults")
+    parser.add_argument("--model", choices=tuple(settings.FAMILIES), default="ssept",
+                        help="model family (helpers/settings.py): ssept; sasrec = SASRec as published (no SSE); "
+                             "sse-sasrec = SASRec with item SSE 0.1")
+    parser.add_argument("--recipe", choices=(*settings.RECIPES, *settings.RENAMED_RECIPES), default="defaults",
+                        help="paper: the paper's ML-1M settings; reference: the same with the reference code's "
+                             "attention and feed-forward dropouts; best: CE + SSE-PT++; defaults: the model's "
+                             "current defaults (docs/model.md)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/DATASET-MODEL-sSEED)")
     parser.add_argument("--init-from", default=None, help="checkpoint whose encoder starts the model")
     parser.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint")
@@ -550,6 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_dataclass_args(parser, SSEPTConfig, skip=("n_users", "n_items"))
     _add_dataclass_args(parser, TrainConfig, skip=())
     args = parser.parse_args(argv)
+    if args.recipe in settings.RENAMED_RECIPES:
+        print(f"note: --recipe {args.recipe} is now --recipe {settings.RENAMED_RECIPES[args.recipe]}", file=sys.stderr)
+        args.recipe = settings.RENAMED_RECIPES[args.recipe]
+    if args.model == "sasrec" and not args.resume:
+        print(SASREC_NOTE, file=sys.stderr)
     # Under torchrun every process runs this; without it there is no process group.
     with process_group(args.backend, get_device(args.device)) as world:
         return _train(args, world)

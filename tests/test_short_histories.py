@@ -58,14 +58,14 @@ def test_study_settings_are_the_papers_and_name_every_variant_setting() -> None:
 
 
 def test_cli_default_variant_is_what_the_command_line_trains(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`cli-default` is `python -m helpers.train --model sasrec --maxlen 50 --dropout 0.5` on that data:
+    """`cli-default` is `python -m helpers.train --model sse-sasrec --maxlen 50 --dropout 0.5` on that data:
     the current defaults (attention dropout at the dropout rate, item SSE), not the paper's settings."""
     model, config = study_configs("ml-100k", CLI_DEFAULT, 10, 20, seed=1, epochs=7, eval_every=3)
-    argv = ["--dataset", "x", "--model", "sasrec", "--maxlen", "50", "--dropout", "0.5", "--seed", "1",
+    argv = ["--dataset", "x", "--model", "sse-sasrec", "--maxlen", "50", "--dropout", "0.5", "--seed", "1",
             "--epochs", "7", "--eval-every", "3"]
     assert cli_configs(monkeypatch, argv, n_users=10, n_items=20) == (model, config)
     assert (model.maxlen, model.dropout, model.attn_dropout, model.user_dim) == (50, 0.5, 0.5, 0)
-    assert (config.p_item, config.p_user) == (TrainConfig.p_item, 0.0)
+    assert (config.p_item, config.p_user) == (0.1, 0.0)
 
 
 def _row(variant: str, seed: int, ndcg: float) -> dict:

@@ -46,7 +46,7 @@ MACHINE_PATH = re.compile(
 TAIL_SHARE = 0.1
 FIXED_BUDGET_MARGIN = 0.005
 #: The paper's fixed epoch budget (the faithful recipe's), the only fixed budget the check accepts.
-PAPER_EPOCHS = int(RECIPES["faithful"][1]["epochs"])
+PAPER_EPOCHS = int(RECIPES["paper"][1]["epochs"])
 QUICK = "quick setting"
 PAPER_BUDGET = "the paper's fixed {epochs}-epoch budget"
 RUN_LINE = re.compile(

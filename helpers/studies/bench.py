@@ -50,7 +50,7 @@ from helpers.train import train_epoch, training_setup
 from helpers.utils import atomic_write, cpu_name, device_description, get_device, run_cli
 
 #: The preset recipe whose architecture and training settings every benchmarked model uses.
-BENCH_RECIPE = "faithful"
+BENCH_RECIPE = "paper"
 #: Users and items of the synthetic dataset that `--scale` adds.
 SCALE_USERS, SCALE_ITEMS = 100_000, 100_000
 #: Users sampled for the synthetic dataset's evaluation: as many as ML-1M has.

@@ -72,7 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 #: Not a variant of the paper's settings but what a user gets: the command line's SASRec
-#: (`python -m helpers.train --model sasrec --maxlen 50 --dropout 0.5`), i.e. the kind's maxlen
+#: (`python -m helpers.train --model sse-sasrec --maxlen 50 --dropout 0.5`), i.e. the kind's maxlen
 #: and dropout with every other model and training setting at its default (item SSE included).
 CLI_DEFAULT = "cli-default"
 #: Every name `--variant` takes, in the order of the results table.
@@ -107,8 +107,8 @@ def study_configs(dataset: str, variant: str, n_users: int, n_items: int, seed: 
     model_kw, train_kw = SETTINGS[PROXIES[dataset][2]]
     if variant == CLI_DEFAULT:
         kind = {k: model_kw[k] for k in ("maxlen", "dropout")}
-        return (settings.model_config("sasrec", n_users, n_items, "defaults", **kind),
-                settings.train_config("sasrec", "defaults", seed=seed, epochs=epochs, eval_every=eval_every))
+        return (settings.model_config("sse-sasrec", n_users, n_items, "defaults", **kind),
+                settings.train_config("sse-sasrec", "defaults", seed=seed, epochs=epochs, eval_every=eval_every))
     extra = {k: model_kw["dropout"] if v == "DROPOUT" else v for k, v in VARIANTS[variant].items()}
     # Every variant setting is written out, so a run does not depend on the dataclass defaults.
     model = SSEPTConfig(n_users=n_users, n_items=n_items, **model_kw,
