@@ -19,19 +19,17 @@ def _runs(tmp_path: Path, seeds: tuple[int, ...] = (0, 1), **train_kw) -> list[p
     return pretrain.plan(30, 40, seeds, lambda name: tmp_path / name, **PLAN, **train_kw)
 
 
-def test_default_bucket() -> None:
-    assert pretrain.default_bucket("cpu") == pretrain.CPU_BUCKET and pretrain.default_bucket("cuda") == 0
-
-
 def test_plan_is_sse_pt_and_sasrec_per_seed(tmp_path: Path) -> None:
     runs = _runs(tmp_path, epochs=7, bucket=8)
     assert [r.name for r in runs] == ["SSE-PT s0", "SASRec s0", "SSE-PT s1", "SASRec s1"]
     ssept, sasrec = runs[2], runs[3]
     assert (ssept.model.user_dim, ssept.train.p_user, ssept.train.seed, ssept.train.epochs) == (8, 0.5, 1, 7)
-    assert (sasrec.model.user_dim, sasrec.train.p_user, sasrec.train.p_item) == (0, 0.0, 0.2)
+    assert ssept.train.p_item == 0.2
+    assert (sasrec.model.user_dim, sasrec.train.p_user, sasrec.train.p_item) == (0, 0.0, 0.0)  # as published: no SSE
     assert sasrec.model.item_dim == ssept.model.item_dim == 16 and sasrec.model.maxlen == 20
-    assert ssept.model.attn_dropout == 0.0 and ssept.model.block == "sasrec"  # faithful: pinned architecture
-    assert sasrec.folder == tmp_path / "ml1m-sasrec-s1"
+    for run in (ssept, sasrec):  # the reference recipe: its dropouts, the rest of the architecture pinned
+        assert (run.model.attn_dropout, run.model.ffn_dropout, run.model.block) == (0.2, 0.2, "sasrec")
+    assert sasrec.folder == tmp_path / "ml1m-sasrec-reference-s1" and sasrec.record == "sasrec_reference"
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -39,7 +37,7 @@ def test_command_line_trains_the_same_run(tmp_path: Path, monkeypatch: pytest.Mo
     """The printed command, given to the training CLI, builds exactly the planned configs."""
     run = _runs(tmp_path, epochs=7, eval_every=3, bucket=8, chunks=2, p_sub=0.1)[index]
     argv = run.command().split()[3:]
-    assert argv[argv.index("--out") + 1] == f"runs/ml1m-{run.family}-s0"
+    assert argv[argv.index("--out") + 1] == f"runs/ml1m-{run.family}-reference-s0"
     argv.remove("--resume")  # no stored run to read here
     assert cli_configs(monkeypatch, argv) == (run.model, run.train)
 
@@ -60,9 +58,10 @@ def test_committed_epoch_seconds_by_hand() -> None:
         return {"group": group, "device": device, "model": {"user_dim": user_dim}, "train_seconds": seconds,
                 "epochs": 100, "machine": f"{device} box"}
 
-    results = {"a": record("faithful, CPU", "cpu", 50, 2000.0), "b": record("faithful, CPU", "cpu", 50, 1000.0),
-               "c": record("faithful, CPU", "cpu", 0, 500.0), "d": record("ablation", "cpu", 50, 9e9),
-               "e": record("faithful", "cuda (H200)", 50, 100.0)}
+    group = f"{pretrain.GROUP}, CPU"
+    results = {"a": record(group, "cpu", 50, 2000.0), "b": record(group, "cpu", 50, 1000.0),
+               "c": record(group, "cpu", 0, 500.0), "d": record("ablation", "cpu", 50, 9e9),
+               "e": record(pretrain.GROUP, "cuda (H200)", 50, 100.0), "f": record("paper setting", "cpu", 50, 1.0)}
     assert pretrain.committed_epoch_seconds(results, "cpu") == {"ssept": (15.0, "cpu box"), "sasrec": (5.0, "cpu box")}
     assert pretrain.committed_epoch_seconds(results, "cuda") == {"ssept": (1.0, "cuda (H200) box")}
 
@@ -83,7 +82,7 @@ def test_expected_cpu_epoch_seconds_prefer_the_benchmark_with_both_families(tmp_
              "runs": {"ssept_bucket8": {"epoch_seconds": 7.0}, "sasrec_bucket8": {"epoch_seconds": 3.5},
                       "ssept_plain": {"epoch_seconds": 9.0}}}
     (tmp_path / pretrain.CPU_BENCH).write_text(json.dumps(bench))
-    record = {"group": "faithful, CPU", "device": "cpu", "model": {"user_dim": 50}, "train_seconds": 3000.0,
+    record = {"group": f"{pretrain.GROUP}, CPU", "device": "cpu", "model": {"user_dim": 50}, "train_seconds": 3000.0,
               "epochs": 100, "machine": "box"}
     (tmp_path / "ml1m_results.json").write_text(json.dumps({"a": record}))
     assert pretrain.expected_cpu_epoch_seconds(tmp_path, "bucket8")["ssept"][0] == 7.0
@@ -104,4 +103,4 @@ def test_seed_summary_and_wins(tmp_path: Path) -> None:
 def test_plan_uses_the_model_defaults_only_through_presets(tmp_path: Path) -> None:
     run = _runs(tmp_path)[0]
     assert isinstance(run.model, SSEPTConfig) and isinstance(run.train, TrainConfig)
-    assert run.train.loss == "bce" and run.train.p_sub == 0.0  # the faithful recipe
+    assert run.train.loss == "bce" and run.train.p_sub == 0.0  # the reference recipe

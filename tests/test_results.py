@@ -33,7 +33,7 @@ RESULTS = {
 
 def test_runs_table_rows() -> None:
     table = runs_table(RESULTS)
-    assert table.loc["sasrec", "model"] == "SASRec" and table.loc["both", "model"] == "SSE-PT"
+    assert table.loc["sasrec", "model"] == "SSE-SASRec" and table.loc["both", "model"] == "SSE-PT"
     assert table.loc["pp", "test NDCG@10"] == 0.62 and table.loc["both", "full HR@10"] == 0.2
 
 
@@ -42,10 +42,10 @@ def test_curve_runs_and_machine_labels() -> None:
     results = copy.deepcopy(RESULTS)
     results = {"ssept_h200_s0": results["both"], "ssept_cpu_s1": copy.deepcopy(results["both"]),
                "ce_h200_s0": results["ce"]}
-    results["ssept_h200_s0"]["group"] = "faithful"
-    results["ssept_cpu_s1"].update(group="faithful, CPU (bucket 8)", device="cpu", seed=1)
+    results["ssept_h200_s0"]["group"] = "paper setting"
+    results["ssept_cpu_s1"].update(group="paper setting, CPU (bucket 8)", device="cpu", seed=1)
     table = runs_table(results)
-    assert curve_runs(table, group="faithful") == {"SSE-PT s0 X": "ssept_h200_s0", "SSE-PT s1 CPU": "ssept_cpu_s1"}
+    assert curve_runs(table, group="paper") == {"SSE-PT s0 X": "ssept_h200_s0", "SSE-PT s1 CPU": "ssept_cpu_s1"}
     assert curve_runs(table, device="cuda (X)", seed=0) == {"ssept": "ssept_h200_s0", "ce": "ce_h200_s0"}
 
 
@@ -59,7 +59,7 @@ def test_speed_table_rows() -> None:
 def test_ablation_picks_each_setting_once_in_order() -> None:
     table = ablation_table(RESULTS, "cuda (X)")
     assert list(table.index) == ["no SSE", "user + item SSE (SSE-PT)", "SSE-PT++ (+ random windows)",
-                                 "SASRec (no user part)"]  # no user-only or item-only run; the CE run is left out
+                                 "SSE-SASRec (no user part, item SSE)"]  # no user-only or item-only run; the CE run is left out
     assert list(table["run"]) == ["none", "both", "pp", "sasrec"]
     assert table.loc["no SSE", "test NDCG@10"] == 0.55
 
@@ -165,18 +165,20 @@ def test_ml1m_curve_groups_put_at_most_four_runs_in_a_panel() -> None:
     for machine, device in (("h200", "cuda (X)"), ("cpu", "cpu (2 cores, 1 torch threads)")):
         for seed in (0, 1):
             for model, user_dim, p_user in (("ssept", 50, 0.92), ("sasrec", 0, 0.0)):
-                record = _record(user_dim, p_user, 0.1)
-                record.update(group="faithful" if machine == "h200" else "faithful, CPU", device=device, seed=seed)
+                # The H200's SASRec has item SSE (SSE-SASRec), the CPU's is SASRec as published.
+                record = _record(user_dim, p_user, 0.1 if machine == "h200" or user_dim else 0.0)
+                record.update(group="paper setting" if machine == "h200" else "reference code's setting, CPU",
+                              device=device, seed=seed)
                 results[f"{model}_{machine}_s{seed}"] = record
     for name, (p_user, p_item, p_sub, loss) in {"nosse": (0.0, 0.0, 0.0, "bce"), "sseptpp": (0.92, 0.1, 0.5, "bce"),
                                                  "ce": (0.92, 0.1, 0.0, "ce")}.items():
         results[f"{name}_h200_s0"] = _record(50, p_user, p_item, p_sub, loss=loss)
     groups = ml1m_curve_groups(runs_table(results), "cuda (X)")
     assert groups == {
-        "faithful settings, CPU": {"SASRec s0": "sasrec_cpu_s0", "SASRec s1": "sasrec_cpu_s1",
-                                   "SSE-PT s0": "ssept_cpu_s0", "SSE-PT s1": "ssept_cpu_s1"},
-        "faithful settings, X": {"SASRec s0": "sasrec_h200_s0", "SASRec s1": "sasrec_h200_s1",
-                                 "SSE-PT s0": "ssept_h200_s0", "SSE-PT s1": "ssept_h200_s1"},
+        "paper setting, X": {"SSE-PT s0": "ssept_h200_s0", "SSE-PT s1": "ssept_h200_s1",
+                             "SSE-SASRec s0": "sasrec_h200_s0", "SSE-SASRec s1": "sasrec_h200_s1"},
+        "reference code's setting, CPU": {"SASRec s0": "sasrec_cpu_s0", "SASRec s1": "sasrec_cpu_s1",
+                                          "SSE-PT s0": "ssept_cpu_s0", "SSE-PT s1": "ssept_cpu_s1"},
         "SSE ablation, X, seed 0 (BCE)": {"no SSE": "nosse_h200_s0", "user + item SSE (SSE-PT)": "ssept_h200_s0"},
         "best-run candidates, X, seed 0": {"SSE-PT, BCE": "ssept_h200_s0", "SSE-PT, CE": "ce_h200_s0",
                                           "SSE-PT++, BCE": "sseptpp_h200_s0"},

@@ -18,7 +18,24 @@ from helpers.notebook.session import run_shown
 
 #: Ablation rows in display order.
 ABLATION = ("no SSE", "user SSE only", "item SSE only", "user + item SSE (SSE-PT)", "SSE-PT++ (+ random windows)",
-            "SASRec (no user part)")
+            "SSE-SASRec (no user part, item SSE)")
+#: Groups of `ml1m_results.json` that compare SSE-PT with SASRec on several seeds (the recipe named first; the
+#: device type may follow, e.g. "reference code's setting, CPU").
+COMPARISON_GROUPS = ("paper setting", "reference code's setting")
+
+
+def model_name(train: dict[str, Any], model: dict[str, Any]) -> str:
+    """What a recorded run's model is: "SSE-PT" (with a user part; its SSE is in the ablation label), "SASRec"
+    (no user part and no SSE, as published) or "SSE-SASRec" (no user part, item SSE)."""
+    if model["user_dim"]:
+        return "SSE-PT"
+    return "SSE-SASRec" if train["p_item"] > 0 else "SASRec"
+
+
+def dropouts_name(model: dict[str, Any]) -> str:
+    """Whose dropouts a recorded run has: "reference code" (also on the attention weights and inside the
+    feed-forward layer) or "paper" (records from before those settings existed had none there)."""
+    return "reference code" if model.get("attn_dropout", 0.0) or model.get("ffn_dropout", 0.0) else "paper"
 
 
 def ablation_label(train: dict[str, Any], model: dict[str, Any]) -> str | None:
@@ -42,7 +59,7 @@ def runs_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
     for name, r in results.items():
         train, model, best, full = r["train"], r["model"], r["best"], r.get("full_test", {})
         rows[name] = {
-            "group": r.get("group", ""), "model": "SASRec" if model["user_dim"] == 0 else "SSE-PT",
+            "group": r.get("group", ""), "model": model_name(train, model), "dropouts": dropouts_name(model),
             "seed": r["seed"], "loss": train["loss"], "p_user": train["p_user"], "p_item": train["p_item"],
             "p_sub": train["p_sub"], "epochs": r["epochs"], "best epoch": best["epoch"],
             "valid NDCG@10": best["valid_ndcg@10"], "test NDCG@10": best["test_ndcg@10"],
@@ -66,7 +83,7 @@ def ablation_table(results: dict[str, dict[str, Any]], device: str, seed: int = 
         if len(found) > 1:
             raise ValueError(f"ablation row {label!r} matches several runs: {found}")
         if found:
-            rows[label] = table.loc[found[0]].drop(["group", "model", "device"])
+            rows[label] = table.loc[found[0]].drop(["group", "model", "dropouts", "device"])
             rows[label]["run"] = found[0]
     frame = pd.DataFrame(rows).T.rename_axis("setting")
     if frame["epochs"].nunique() > 1:
@@ -122,13 +139,15 @@ def speed_header(file: str, bench: dict[str, Any]) -> str:
 
 def ml1m_curve_groups(table: pd.DataFrame, study_device: str) -> dict[str, dict[str, str]]:
     """The recorded ML-1M runs of `runs_table` to draw as learning curves, in panels of at most four runs (title ->
-    {label: run}): the faithful runs on each machine (model and seed), then the study device's seed-0 runs: the SSE
-    ablation with BCE (one SSE part at a time, SSE-PT last) and the best-run candidates (SSE-PT and SSE-PT++, each
-    with BCE and with CE). SASRec's seed-0 run on the study device is in its machine's faithful panel."""
+    {label: run}): the runs of each `COMPARISON_GROUPS` recipe on each machine (model and seed), then the study
+    device's seed-0 runs: the SSE ablation with BCE (one SSE part at a time, SSE-PT last) and the best-run
+    candidates (SSE-PT and SSE-PT++, each with BCE and with CE). SSE-SASRec's seed-0 run on the study device is in
+    its machine's paper-setting panel."""
     groups: dict[str, dict[str, str]] = {}
-    for label, name in curve_runs(table, group="faithful").items():
-        model_seed, machine = label.rsplit(" ", 1)
-        groups.setdefault(f"faithful settings, {machine}", {})[model_seed] = name
+    for recipe in COMPARISON_GROUPS:
+        for label, name in curve_runs(table, group=recipe).items():
+            model_seed, machine = label.rsplit(" ", 1)
+            groups.setdefault(f"{recipe}, {machine}", {})[model_seed] = name
     seed0 = table[(table["device"] == study_device) & (table["seed"] == 0) & (table["model"] == "SSE-PT")]
     ablation, candidates = {}, {}
     for name, row in seed0.iterrows():
@@ -141,9 +160,11 @@ def ml1m_curve_groups(table: pd.DataFrame, study_device: str) -> dict[str, dict[
     groups[f"SSE ablation, {machine}, seed 0 (BCE)"] = {k: ablation[k] for k in ABLATION[:4] if k in ablation}
     order = [f"{model}, {loss}" for model in ("SSE-PT", "SSE-PT++") for loss in ("BCE", "CE")]
     groups[f"best-run candidates, {machine}, seed 0"] = {k: candidates[k] for k in order if k in candidates}
-    return {title: dict(sorted(runs.items())) if title.startswith("faithful") else runs
-            for title, runs in sorted(groups.items(), key=lambda item: not item[0].startswith("faithful"))
-            if runs}
+    def compares(title: str) -> bool:
+        return title.startswith(COMPARISON_GROUPS)
+
+    return {title: dict(sorted(runs.items())) if compares(title) else runs
+            for title, runs in sorted(groups.items(), key=lambda item: not compares(item[0])) if runs}
 
 
 #: The transfer study's setups in panels of a figure (title -> setups), at most five a panel: SSE-PT and SASRec

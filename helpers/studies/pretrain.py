@@ -1,7 +1,8 @@
-"""Notebook 02's study: SSE-PT and SASRec trained on ML-1M with one budget over several seeds.
+"""Notebook 02's study: SSE-PT and SASRec (as published: no SSE) trained on ML-1M with one budget over seeds.
 
-The runs (built from `helpers.settings`, faithful recipe), what they will cost before they start, the
-summary over seeds and the count of seeds SSE-PT wins, and the command line equivalent of each run.
+Both are built from `helpers.settings` under the `reference` recipe (the reference code's dropouts), so the two
+models differ only in the user part and SSE. This module holds the runs, what they will cost before they start,
+the summary over seeds and the count of seeds SSE-PT wins, and the command line equivalent of each run.
 """
 
 from __future__ import annotations
@@ -21,18 +22,14 @@ from helpers.notebook.session import ARTIFACTS, copy_to_drive, export_run, machi
 from helpers.runs import RunFolder
 from helpers.settings import SSEPTConfig, TrainConfig
 
-#: Display label -> preset family.
+#: Display label -> preset family: SSE-PT, and SASRec as published (no SSE).
 MODELS = {"SSE-PT": "ssept", "SASRec": "sasrec"}
+#: The recipe both models train under (helpers.settings.RECIPES).
+RECIPE = "reference"
+#: The group its runs are recorded under in `ml1m_results.json` (with the device type after it).
+GROUP = "reference code's setting"
 #: The CPU benchmark the cost note reads first: `helpers.studies.bench`, alone on an idle machine.
 CPU_BENCH = "bench_cpu_idle.json"
-#: Length buckets on a CPU (the committed CPU runs' layout: epochs about 2x faster than plain batches, but only
-#: 5-8% faster than chunks 4 on an idle machine, docs/speed.md); a GPU trains on plain shuffled batches.
-CPU_BUCKET = 8
-
-
-def default_bucket(device: torch.device | str) -> int:
-    """The length-bucket setting used when the notebook leaves it open: `CPU_BUCKET` on a CPU, 0 elsewhere."""
-    return CPU_BUCKET if torch.device(device).type == "cpu" else 0
 
 
 @dataclass(frozen=True)
@@ -54,13 +51,18 @@ class PlannedRun:
         """Row label in the notebook's tables, e.g. "SSE-PT s0"."""
         return f"{self.label} s{self.seed}"
 
+    @property
+    def record(self) -> str:
+        """The run's name in `ml1m_results.json` on a device type, without it: e.g. "ssept_reference"."""
+        return f"{self.family}_{RECIPE}"
+
     def command(self, dataset: str = "ml-1m") -> str:
         """The `python -m helpers.train` line that trains the same run into `runs/`."""
         t = self.train
-        flags = {"--dataset": dataset, "--model": self.family, "--recipe": "faithful", "--epochs": t.epochs,
+        flags = {"--dataset": dataset, "--model": self.family, "--recipe": RECIPE, "--epochs": t.epochs,
                  "--eval-every": t.eval_every, "--item-dim": self.model.item_dim, "--maxlen": self.model.maxlen,
                  "--p-item": t.p_item, "--p-sub": t.p_sub, "--bucket": t.bucket, "--chunks": t.chunks, "--seed": t.seed,
-                 "--out": f"runs/ml1m-{self.family}-s{t.seed}"}
+                 "--out": f"runs/{self.folder.name}"}
         if self.family == "ssept":
             flags |= {"--user-dim": self.model.user_dim, "--p-user": t.p_user}
         return "python -m helpers.train " + " ".join(f"{k} {v}" for k, v in flags.items()) + " --resume"
@@ -70,19 +72,19 @@ def plan(
     n_users: int, n_items: int, seeds: tuple[int, ...], folder_of: Callable[[str], Path], *,
     item_dim: int, user_dim: int, maxlen: int, p_user: float, p_item: float, **train: Any,
 ) -> list[PlannedRun]:
-    """SSE-PT and SASRec for every seed: the faithful presets with the notebook's widths, window and SSE
-    probabilities (SASRec keeps the item part and its SSE, and has no user part). `train` holds the other
-    training settings (epochs, eval_every, p_sub, bucket, chunks); `folder_of("ml1m-ssept-s0")` gives a
-    run's folder."""
+    """SSE-PT and SASRec for every seed under `RECIPE`, with the notebook's widths, window and SSE-PT's SSE
+    probabilities (SASRec has no user part and, as published, no SSE). `train` holds the other training
+    settings (epochs, eval_every, p_sub, bucket, chunks); `folder_of("ml1m-ssept-reference-s0")` gives a run's
+    folder."""
     runs = []
     for seed in seeds:
         for label, family in MODELS.items():
             own = {"user_dim": user_dim} if family == "ssept" else {}
-            model = settings.model_config(family, n_users, n_items, "faithful", item_dim=item_dim, maxlen=maxlen,
+            model = settings.model_config(family, n_users, n_items, RECIPE, item_dim=item_dim, maxlen=maxlen,
                                          **own)
-            config = settings.train_config(family, "faithful", seed=seed, p_item=p_item, **train,
-                                          **({"p_user": p_user} if family == "ssept" else {}))
-            runs.append(PlannedRun(label, seed, model, config, folder_of(f"ml1m-{family}-s{seed}")))
+            sse = {"p_user": p_user, "p_item": p_item} if family == "ssept" else {}
+            config = settings.train_config(family, RECIPE, seed=seed, **train, **sse)
+            runs.append(PlannedRun(label, seed, model, config, folder_of(f"ml1m-{family}-{RECIPE}-s{seed}")))
     return runs
 
 
@@ -93,12 +95,12 @@ def epochs_done(folder: Path) -> int:
 
 
 def committed_epoch_seconds(results: dict[str, dict[str, Any]], device_type: str) -> dict[str, tuple[float, str]]:
-    """Training seconds per epoch of the committed faithful runs on a device type ("cpu" or "cuda"), per
-    family (the mean over seeds), with the machine that measured them."""
+    """Training seconds per epoch of the committed runs of notebook 02's `GROUP` on a device type ("cpu" or
+    "cuda"), per family (the mean over seeds), with the machine that measured them."""
     found: dict[str, list[float]] = {}
     machines: dict[str, str] = {}
     for record in results.values():
-        if not record.get("group", "").startswith("faithful") or not record["device"].startswith(device_type):
+        if not record.get("group", "").startswith(GROUP) or not record["device"].startswith(device_type):
             continue
         family = "ssept" if record["model"]["user_dim"] else "sasrec"
         found.setdefault(family, []).append(record["train_seconds"] / record["epochs"])
@@ -125,8 +127,8 @@ def benchmarked_epoch_seconds(bench: dict[str, Any], layout: str) -> dict[str, t
 
 def expected_cpu_epoch_seconds(artifacts: Path, layout: str) -> dict[str, tuple[float, str]]:
     """Seconds per CPU training epoch per family for a batch layout: the idle-machine benchmark (`CPU_BENCH`)
-    where it timed that layout for both families, else the committed faithful CPU runs' (`ml1m_results.json`;
-    they shared their machine, so an upper bound)."""
+    where it timed that layout for both families, else the committed CPU runs' of `GROUP` (`ml1m_results.json`:
+    the seconds their epochs took, which may have shared the machine)."""
     bench = Path(artifacts) / CPU_BENCH
     if bench.exists():
         timed = benchmarked_epoch_seconds(json.loads(bench.read_text()), layout)
@@ -164,7 +166,7 @@ def wins(
 
 def export(runs: list[PlannedRun], table: pd.DataFrame, devices: dict[str, str], device: torch.device) -> list[str]:
     """Record every run in `artifacts/ml1m_results.json` with its history and command, and the first seed's
-    best weights as `artifacts/ml1m_FAMILY_DEVICE.pt` (copied to Drive when mounted); one line per run.
+    best weights as `artifacts/ml1m_FAMILY_RECIPE_DEVICE.pt` (copied to Drive when mounted); one line per run.
 
     `table` is the notebook's comparison (rows `PlannedRun.name`, columns (protocol, metric)); `devices`
     names the device each run trained on.
@@ -172,11 +174,11 @@ def export(runs: list[PlannedRun], table: pd.DataFrame, devices: dict[str, str],
     lines = []
     for run in runs:
         full = table.loc[run.name, "full"]
-        group = f"faithful, {device.type.upper()}" + (f" (bucket {run.train.bucket})" if run.train.bucket else "")
+        group = f"{GROUP}, {device.type.upper()}" + (f" (bucket {run.train.bucket})" if run.train.bucket else "")
         record = {"command": run.command(), "device": devices[run.name], "machine": machine(), "group": group,
                   "full_test": {k: float(full[k]) for k in ("ndcg@10", "hr@10", "mrr")}}
-        weights = f"ml1m_{run.family}_{device.type}.pt" if run.seed == runs[0].seed else None
-        entry = export_run(run.folder, f"{run.family}_{device.type}_s{run.seed}", record, weights_file=weights)
+        weights = f"ml1m_{run.record}_{device.type}.pt" if run.seed == runs[0].seed else None
+        entry = export_run(run.folder, f"{run.record}_{device.type}_s{run.seed}", record, weights_file=weights)
         saved = copy_to_drive(ARTIFACTS / weights) if weights else None
         lines.append(f"{run.name}: best epoch {entry['best']['epoch']}, test NDCG@10 "
                      f"{entry['best']['test_ndcg@10']:.4f}" + (" (weights also on Drive)" if saved else ""))
