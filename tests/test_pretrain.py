@@ -104,3 +104,31 @@ def test_plan_uses_the_model_defaults_only_through_presets(tmp_path: Path) -> No
     run = _runs(tmp_path)[0]
     assert isinstance(run.model, SSEPTConfig) and isinstance(run.train, TrainConfig)
     assert run.train.loss == "bce" and run.train.p_sub == 0.0  # the reference recipe
+
+
+class _Fit:
+    def __init__(self, epochs: int, best: int, device: str | None) -> None:
+        self.history = pd.DataFrame({"epoch": range(1, epochs + 1), "seconds": [2.0] * (epochs - 1) + [9.0]})
+        if device:
+            self.history["device"] = device
+        self.best = {"epoch": best, "valid_ndcg@10": 0.6, "test_ndcg@10": 0.58, "test_hr@10": 0.8}
+
+
+def test_per_run_table_and_devices_say_what_trained() -> None:
+    results = {"SSE-PT s0": _Fit(4, 3, "cpu (2 cores, 1 torch threads)"), "SASRec s0": _Fit(3, 3, None)}
+    table = pretrain.per_run_table(results)
+    assert table.loc["SSE-PT s0", "best epoch"] == 3 and table.loc["SSE-PT s0", "median epoch (s)"] == 2.0
+    assert table.loc["SASRec s0", "trained on"] == "not recorded" and table.loc["SASRec s0", "epochs trained"] == 3
+    assert pretrain.training_devices(results) == "cpu (2 cores, 1 torch threads)"
+
+
+def test_summary_states_means_and_wins(tmp_path: Path) -> None:
+    runs = _runs(tmp_path)
+    columns = pd.MultiIndex.from_product([("sampled", "full"), ("ndcg@10", "hr@10")])
+    table = pd.DataFrame([[0.6, 0.8, 0.14, 0.26], [0.5, 0.7, 0.12, 0.23], [0.4, 0.6, 0.13, 0.25],
+                          [0.45, 0.65, 0.12, 0.24]], index=["SSE-PT s0", "SASRec s0", "SSE-PT s1", "SASRec s1"],
+                         columns=columns)
+    sampled, full = pretrain.summary(table, runs, (0, 1))
+    assert sampled == ("sampled protocol, test NDCG@10 / HR@10 (mean of 2 seeds): SSE-PT 0.5000 / 0.7000, "
+                       "SASRec 0.4750 / 0.6750; SSE-PT ahead on 1 of 2 seeds")
+    assert full.endswith("SSE-PT ahead on 2 of 2 seeds")

@@ -147,7 +147,7 @@ def run_shown_from_fit(name: str, result: FitResult, config: TrainConfig, budget
 
 def run_record(
     params: dict[str, Any], started: float, device: torch.device | str, train_seconds: float | None = None,
-    runs: list[RunShown | str] | None = None,
+    runs: list[RunShown | str] | None = None, trained_on: str | None = None,
 ) -> pd.DataFrame:
     """A small table saying which machine ran the notebook, how long it took, with which parameters.
 
@@ -155,13 +155,16 @@ def run_record(
     of this execution when finished runs were only reloaded (or when it includes evaluation and plots).
     `runs` are the runs the notebook shows (`run_shown`), or lines for groups of them (`outputs.runs_line`):
     printed one per line, each with its epochs, best epoch and why it stopped, which the committed-notebook
-    check reads (`outputs.budget_problem`).
+    check reads (`outputs.budget_problem`). `trained_on` names the devices that trained those runs, as their
+    histories record them, when that is not this execution's `device` (e.g. runs trained earlier and reloaded).
     """
     if runs:
         print("Runs shown:", *(r if isinstance(r, str) else run_line(r) for r in runs), sep="\n")
     rows = {"machine": machine(), "GPU": gpu(), "device": device_description(torch.device(device)),
             "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall time of this execution (min)": round((time.time() - started) / 60, 1)}
+    if trained_on is not None:
+        rows["runs trained on"] = trained_on
     if train_seconds is not None:
         rows["training time of the runs shown (min)"] = round(train_seconds / 60, 1)
     rows["smoke mode"] = smoke_mode()

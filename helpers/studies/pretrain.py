@@ -183,3 +183,38 @@ def export(runs: list[PlannedRun], table: pd.DataFrame, devices: dict[str, str],
         lines.append(f"{run.name}: best epoch {entry['best']['epoch']}, test NDCG@10 "
                      f"{entry['best']['test_ndcg@10']:.4f}" + (" (weights also on Drive)" if saved else ""))
     return lines
+
+
+def per_run_table(results: dict[str, Any]) -> pd.DataFrame:
+    """One row per run of `fit` results (`FitResult` by run name): the epoch validation picked with its
+    validation and test NDCG@10 and HR@10 (sampled protocol), the epochs trained, the median seconds a training
+    epoch took and where the epochs ran (as the run's history records them, whichever session trained them)."""
+    rows = {}
+    for name, result in results.items():
+        history, best = result.history, result.best
+        where = history["device"].dropna() if "device" in history else pd.Series(dtype=str)
+        rows[name] = {"best epoch": int(best["epoch"]), "valid NDCG@10": best["valid_ndcg@10"],
+                      "test NDCG@10": best["test_ndcg@10"], "test HR@10": best["test_hr@10"],
+                      "epochs trained": len(history), "median epoch (s)": round(float(history["seconds"].median()), 1),
+                      "trained on": "; ".join(dict.fromkeys(where)) or "not recorded"}
+    return pd.DataFrame(rows).T.rename_axis("run")
+
+
+def training_devices(results: dict[str, Any]) -> str:
+    """Every device the runs' epochs were trained on, as their histories name them, in order of first use."""
+    seen = [d for r in results.values() if "device" in r.history for d in r.history["device"].dropna()]
+    return "; ".join(dict.fromkeys(seen)) or "not recorded"
+
+
+def summary(table: pd.DataFrame, runs: list[PlannedRun], seeds: tuple[int, ...]) -> list[str]:
+    """The notebook's conclusion in lines: per protocol, each model's mean test NDCG@10 and HR@10 over the seeds
+    and on how many seeds SSE-PT is ahead (`table` as `helpers.evaluate.compare` gives it)."""
+    means = seed_summary(table, runs)["mean"]
+    lines = []
+    for protocol in ("sampled", "full"):
+        parts = ", ".join(f"{label} {means.loc[label, (protocol, 'ndcg@10')]:.4f} / "
+                          f"{means.loc[label, (protocol, 'hr@10')]:.4f}" for label in MODELS)
+        won = wins(table, seeds, (protocol, "ndcg@10"))
+        lines.append(f"{protocol} protocol, test NDCG@10 / HR@10 (mean of {len(seeds)} seeds): {parts}; "
+                     f"SSE-PT ahead on {won} of {len(seeds)} seeds")
+    return lines
