@@ -50,16 +50,32 @@ def test_curve_runs_and_machine_labels() -> None:
 
 
 def test_speed_table_rows() -> None:
-    bench = {"runs": {"ssept_plain": {"epoch_seconds": 2.5, "notes": "x"}, "sasrec_plain": {"epoch_seconds": 1.0}}}
-    table = speed_table({"a.json": bench})
-    assert table.loc[("a.json", "ssept_plain"), "epoch_seconds"] == 2.5
-    assert pd.isna(table.loc[("a.json", "sasrec_plain"), "eval_full_seconds"])
+    cpu = {"machine": {"device": "cpu (2 cores, 2 torch threads)", "processor": "EPYC"}, "date": "2026-11-29 23:24",
+           "runs": {"ssept_plain": {"epoch_seconds": 2.5, "notes": "x"}, "sasrec_plain": {"epoch_seconds": 1.0}}}
+    gpu = {"machine": {"device": "cuda (NVIDIA H200)", "processor": "Xeon"}, "date": "2026-11-27 10:01",
+           "runs": {"ssept_plain": {"epoch_seconds": 0.4, "peak_gpu_mb": 351.0}}}
+    table = speed_table({"a.json": cpu, "b.json": gpu})
+    assert table.loc[("EPYC, 2 torch threads, 2026-11-29", "ssept_plain"), "training epoch (s)"] == 2.5
+    assert table.loc[("H200, 2026-11-27", "ssept_plain"), "peak GPU memory (MB)"] == 351.0
+    assert pd.isna(table.loc[("EPYC, 2 torch threads, 2026-11-29", "sasrec_plain"), "peak GPU memory (MB)"])
+    assert list(table.columns) == ["training epoch (s)", "peak GPU memory (MB)"]  # no record had evaluations
+
+
+def test_candidates_table_names_what_changed() -> None:
+    from helpers.notebook.results import candidates_table
+
+    run = {"run": "a", "differs_from_faithful": {"model.item_dim": 100, "train.loss": "ce"}, "epochs_reached": 90,
+           "best_epoch": 80, "valid_sampled_ndcg@10": 0.66, "sampled_ndcg@10": 0.63, "sampled_hr@10": 0.83,
+           "full_ndcg@10": 0.19, "full_hr@10": 0.33}
+    table = candidates_table({"runs": [run, {**run, "run": "b", "valid_sampled_ndcg@10": 0.67}]})
+    assert list(table.index) == ["b", "a"] and table.loc["a", "changed"] == "item_dim 100, loss ce"
 
 
 def test_ablation_picks_each_setting_once_in_order() -> None:
     table = ablation_table(RESULTS, "cuda (X)")
+    # No user-only or item-only run; the CE run is left out.
     assert list(table.index) == ["no SSE", "user + item SSE (SSE-PT)", "SSE-PT++ (+ random windows)",
-                                 "SSE-SASRec (no user part, item SSE)"]  # no user-only or item-only run; the CE run is left out
+                                 "SSE-SASRec (no user part, item SSE)"]
     assert list(table["run"]) == ["none", "both", "pp", "sasrec"]
     assert table.loc["no SSE", "test NDCG@10"] == 0.55
 

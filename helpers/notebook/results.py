@@ -115,26 +115,44 @@ def curve_runs(table: pd.DataFrame, group: str | None = None, device: str | None
     return {str(name).rsplit("_", 2)[0]: name for name in rows.index}
 
 
-#: Columns of a benchmark run shown in the speed table.
-SPEED_COLUMNS = ("epoch_seconds", "warmup_epoch_seconds", "sequences_per_s", "gflops_achieved",
-                 "gflops_share_of_skinny_matmul", "eval_sampled_seconds", "eval_full_seconds",
-                 "eval_sampled_seconds_batch256", "eval_full_seconds_batch256", "peak_rss_mb_so_far")
+#: The benchmarks notebook 04 shows: each ran alone on its machine (docs/speed.md); the earlier CPU ones, which
+#: shared theirs, are kept in artifacts/ and told in docs/log.md.
+CURRENT_BENCHMARKS = ("bench_cpu_idle.json", "bench_cpu_idle_1thread.json", "bench_h200.json",
+                      "bench_h200_compile.json")
+#: Measurements of a benchmark run shown in the speed table, with their column titles.
+SPEED_COLUMNS = {"epoch_seconds": "training epoch (s)", "eval_sampled_seconds": "evaluation, sampled (s)",
+                 "eval_full_seconds": "evaluation, full (s)", "peak_gpu_mb": "peak GPU memory (MB)"}
+
+
+def speed_label(bench: dict[str, Any]) -> str:
+    """Which machine and threads a benchmark ran on, and when: e.g. "AMD EPYC, 2 torch threads, 2026-11-29"."""
+    m, day = bench["machine"], bench["date"][:10]
+    if m["device"].startswith("cuda"):
+        return f"{machine_label(m['device'])}, {day}"
+    threads = m["device"].split(", ")[-1].rstrip(")")
+    return f"{m['processor']}, {threads}, {day}"
 
 
 def speed_table(benchmarks: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per (benchmark file, configuration) of `python -m helpers.studies.bench` outputs, `SPEED_COLUMNS` wide
-    (missing measurements empty)."""
-    frames = {file: pd.DataFrame({name: {c: run.get(c) for c in SPEED_COLUMNS}
-                                  for name, run in bench["runs"].items()}).T
-              for file, bench in benchmarks.items()}
-    return pd.concat(frames, names=["benchmark", "configuration"])
+    """One row per (machine, configuration) of `python -m helpers.studies.bench` records, with the
+    `SPEED_COLUMNS` a record has (a column none of them has is left out; a missing value stays empty)."""
+    rows = {(speed_label(bench), name): {title: run.get(key) for key, title in SPEED_COLUMNS.items()}
+            for bench in benchmarks.values() for name, run in bench["runs"].items()}
+    table = pd.DataFrame(rows).T.rename_axis(["machine", "configuration"]).astype(float)
+    return table.dropna(axis=1, how="all")
 
 
-def speed_header(file: str, bench: dict[str, Any]) -> str:
-    """One line naming a benchmark's machine, date and matrix-multiply speed."""
-    m = bench["machine"]
-    rates = {k: round(v, 1) for k, v in bench["matmul_gflops"].items()}
-    return f"{file}: {m['device']} · {m['processor']} · torch {m['torch']} · {bench['date']} · matmul GFLOP/s {rates}"
+def candidates_table(record: dict[str, Any]) -> pd.DataFrame:
+    """The best-run candidates of a GPU session (`helpers.studies.candidates` record): what each changed against
+    the paper setting, its epochs, the epoch validation picked, and that epoch's test metrics (sampled and full)."""
+    rows = {}
+    for run in record["runs"]:
+        changed = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in run["differs_from_faithful"].items())
+        rows[run["run"]] = {"changed": changed, "epochs": run["epochs_reached"], "best epoch": run["best_epoch"],
+                            "valid NDCG@10": run["valid_sampled_ndcg@10"], "test NDCG@10": run["sampled_ndcg@10"],
+                            "test HR@10": run["sampled_hr@10"], "full NDCG@10": run["full_ndcg@10"],
+                            "full HR@10": run["full_hr@10"]}
+    return pd.DataFrame(rows).T.rename_axis("run").sort_values("valid NDCG@10", ascending=False)
 
 
 def ml1m_curve_groups(table: pd.DataFrame, study_device: str) -> dict[str, dict[str, str]]:
