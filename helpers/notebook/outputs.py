@@ -163,6 +163,18 @@ def _text(output: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def recorded_best_epochs(notebook: dict[str, Any]) -> dict[str, int]:
+    """The best epoch of every run a notebook's saved run record lists (`run_line` lines), by run name: what a
+    test compares with the records in artifacts/, to catch a notebook executed before the artifacts it shows."""
+    found = {}
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain") or ""
+            for match in RUN_LINE.finditer("".join(text)):
+                found[match["name"]] = int(match["best"])
+    return found
+
+
 def problems(notebook: dict[str, Any]) -> list[str]:
     """What a reader would see wrong in a notebook's saved outputs, one line per finding ([] when clean)."""
     found: list[str] = []
