@@ -21,11 +21,15 @@ from helpers.studies.transfer import (
     SETUPS,
     Setup,
     best_trained_vs_baselines,
+    convergence_note,
     mean_std_table,
+    published_study,
     repeat_users,
     run_study,
     study_curves,
+    study_plan,
     summarize,
+    training_cost,
     validation_curves,
     write_summary,
 )
@@ -155,3 +159,57 @@ def test_study_curves_fall_back_to_the_published_file_only_when_it_holds_the_sam
     curves[curves["fraction"] == 0.1].to_csv(published, index=False)  # one run missing: not the same study
     with pytest.raises(ConfigError, match="need every run folder"):
         study_curves(frame, tmp_path / "runs", published)
+
+
+def test_the_published_study_is_reused_only_with_its_own_encoders_and_costs_come_from_its_rows(study: dict) -> None:
+    """`published_study` returns the recorded rows of exactly the runs asked for and trains nothing; other encoders
+    are refused. `study_plan` lists what `run_study` would train, and `training_cost` prices it from the rows."""
+    one = (Setup("scratch"), Setup("fine-tune", pretrained=True))
+    args = (study["split"], study["encoders"], study["train"])
+    assert [r.name for r in study_plan(*args, None, one, (1.0,), (0,))] == ["scratch 100% s0", "fine-tune 100% s0"]
+    frame = run_study(*args, study["csv"], study["runs"], one, (1.0,), (0,), progress=False)
+    assert study_plan(*args, study["csv"], one, (1.0,), (0,)) == []
+    before, folders = study["csv"].read_bytes(), sorted(study["runs"].iterdir())
+    shown = published_study(study["split"], study["train"], one, (1.0,), (0,), csv=study["csv"],
+                            encoders=study["encoders"])
+    assert study["csv"].read_bytes() == before and sorted(study["runs"].iterdir()) == folders  # nothing trained
+    pd.testing.assert_frame_equal(shown, pd.read_csv(study["csv"]))
+    with pytest.raises(ConfigError, match=r"lacks 2 of the runs asked for \(scratch 100% s1, fine-tune 100% s1\)"):
+        published_study(study["split"], study["train"], one, (1.0,), (0, 1), csv=study["csv"],
+                        encoders=study["encoders"])
+    other = {**study["encoders"], "ssept": study["encoders"]["sasrec"].parent.parent / "ssept" / "last.pt"}
+    with pytest.raises(ConfigError, match="not the one asked for.*pretrained.sha256"):
+        published_study(study["split"], study["train"], one, (1.0,), (0,), csv=study["csv"], encoders=other)
+
+    models = frame[frame["kind"] == "model"]
+    note = training_cost(study_plan(*args, None, one, (1.0,), (0,)), frame, machine="the test machine")
+    total = models["train_seconds"].sum()
+    assert note.startswith("2 run(s) to train. The published study recorded ")
+    assert f"{total:.0f} s of training for them" in note and "the test machine" in note
+    assert "No GPU time is recorded" in note
+    retrained = training_cost(study_plan(study["split"], other, study["train"], None, one, (1.0,), (0,)), frame)
+    assert "1 of these times are of the same runs with the committed encoders" in retrained
+    assert training_cost([], frame).startswith("Nothing to train")
+    longer = study_plan(study["split"], study["encoders"], replace(study["train"], epochs=31), None, one, (1.0,), (0,))
+    assert "2 run(s) have settings the published study never ran" in training_cost(longer, frame)
+
+
+def test_the_convergence_note_counts_runs_that_peaked_at_their_first_evaluation() -> None:
+    frame = pd.DataFrame({"setup": ["a", "a", "b", "b", "popularity"], "fraction": [0.1, 0.1, 0.1, 1.0, 0.1],
+                          "seed": [0, 1, 0, 0, 0], "kind": ["model"] * 4 + ["baseline"],
+                          "stop_reason": ["patience"] * 4 + [np.nan], "epoch_cap": [400] * 4 + [np.nan],
+                          "patience": [2] * 4 + [np.nan], "epochs_run": [6, 6, 10, 8, np.nan],
+                          "best_epoch": [2, 2, 6, 2, np.nan]})
+    curve = {("a", 0.1, 0): [0.5, 0.4, 0.3], ("a", 0.1, 1): [0.5, 0.5, 0.4], ("b", 0.1, 0): [0.1, 0.2, 0.3, 0.2, 0.1],
+             ("b", 1.0, 0): [0.6, 0.5, 0.55, 0.5]}
+    curves = pd.DataFrame([{"setup": s, "fraction": f, "seed": seed, "epoch": 2 * (i + 1), "valid_ndcg@10": v}
+                           for (s, f, seed), values in curve.items() for i, v in enumerate(values)])
+    assert convergence_note(frame, curves) == (
+        "All 4 trained runs were stopped by patience (2 evaluations in a row without a new best), none by the "
+        "400-epoch cap (the longest ran 10 epochs, the latest best epoch was 6). But 3 of the 4 runs picked their "
+        "first evaluation (epoch 2) and no later one beat it until patience stopped them, so their rows are the "
+        "models of that first evaluation: a at 10% of the users (both seeds), b at 100% (its one seed).")
+    curves.loc[(curves["seed"] == 1) & (curves["epoch"] == 4), "valid_ndcg@10"] = 0.45  # no tie: every later lower
+    assert "and got worse at every later one" in convergence_note(frame, curves)
+    late = frame.assign(best_epoch=[4, 4, 6, 4, np.nan])
+    assert convergence_note(late, curves).endswith("; every run's best evaluation came after its first.")

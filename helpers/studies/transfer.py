@@ -24,6 +24,12 @@ settings is refused, naming the difference, so changed settings never show old r
 A setting added after rows were recorded counts as absent at the value those rows had
 (`ADDED_SETTINGS`), so the recorded rows keep their keys.
 
+Notebook 03 either shows the committed study (`published_study`: it trains nothing, and checks that
+each committed row is the run this code trains with the committed encoders) or trains it
+(`run_study`), after printing what the runs still to train cost when the committed study recorded
+them (`study_plan`, `training_cost`). `convergence_note` says how the runs stopped, from the rows
+and their validation curves.
+
 Command line: `python -m helpers.studies.transfer --out DIR [--fractions ...] [--seeds ...]`.
 """
 
@@ -43,7 +49,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from helpers.baselines import all_baselines
+from helpers.baselines import BASELINE_NAMES, all_baselines
 from helpers.checkpoint import read_checkpoint
 from helpers.data import Split, leave_one_out, load
 from helpers.errors import ConfigError
@@ -52,7 +58,7 @@ from helpers.fetch import sha256_of
 from helpers.runs import RunFolder, differences, flatten
 from helpers.settings import FAMILIES, SSEPTConfig, TrainConfig, with_tables
 from helpers.train import fit
-from helpers.utils import REPO_ROOT, atomic_write, run_cli
+from helpers.utils import REPO_ROOT, atomic_write, relative, run_cli
 
 ROOT = REPO_ROOT
 
@@ -108,6 +114,12 @@ ADDED_SETTINGS: dict[tuple[str, str], Any] = {("setup", "copy_slots"): 0, ("mode
                                               ("train", "negatives"): 0, ("train", "negative_sampling"): "uniform"}
 #: The committed ML-1M encoders, by family.
 ENCODERS = {"ssept": ROOT / "artifacts" / "ml1m_ssept_faithful.pt", "sasrec": ROOT / "artifacts" / "ml1m_sasrec.pt"}
+#: The committed (published) study, made with `ENCODERS`: every row, and every run's validation curve.
+PUBLISHED_CSV = ROOT / "artifacts" / "wiki1000_transfer.csv"
+PUBLISHED_CURVES = ROOT / "artifacts" / "wiki1000_transfer_curves.csv"
+#: The machine the committed study's runs were timed on. Its rows name the device ("cpu (2 cores, 1 torch
+#: threads)"); the machine is the one named by the commit that published them (164f4ae, 2026-11-27).
+PUBLISHED_MACHINE = "a 2-core Intel Xeon CPU shared with other work"
 #: How the study trains: validated every 2 epochs on full ranking with the history kept, stopped
 #: after 5 evaluations without improvement; `epochs` is a cap that no run should reach.
 STUDY_TRAINING = {"epochs": 400, "eval_every": 2, "patience": 5, "eval_protocol": "full-keep",
@@ -197,9 +209,11 @@ def _save(frame: pd.DataFrame, path: Path) -> None:
 class StudyTable:
     """The study's CSV: rows keyed by (setup, fraction, seed), each with the settings that shaped it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
+        """The table in `path`; empty if there is no such file (or no path: a table of no file, to plan with)."""
         self.path = path
-        self.frame = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=[*KEYS, "settings_key", "settings"])
+        self.frame = (pd.read_csv(path) if path is not None and path.exists()
+                      else pd.DataFrame(columns=[*KEYS, "settings_key", "settings"]))
 
     def lookup(self, setup: str, fraction: float, seed: int, settings: dict[str, Any]) -> bool:
         """True if the row is recorded with these settings; refuse it under other settings."""
@@ -213,7 +227,7 @@ class StudyTable:
         diff = differences(flatten_all(without_added_defaults(stored)),
                            flatten_all(without_added_defaults(json.loads(json.dumps(settings, default=str)))))
         raise ConfigError(
-            f"{self.path} already holds {setup} at fraction {fraction}, seed {seed} under other settings "
+            f"{relative(self.path)} already holds {setup} at fraction {fraction}, seed {seed} under other settings "
             f"({', '.join(diff[:6])}); write this study to another CSV, or delete that file to redo it"
         )
 
@@ -247,6 +261,58 @@ def _jobs(setups: tuple[Setup, ...], fractions: tuple[float, ...], seeds: tuple[
 def run_folder(run_dir: Path, setup: str, fraction: float, seed: int, key: str) -> Path:
     """The folder of one run: its setup, fraction, seed and the start of its settings key."""
     return Path(run_dir) / f"{setup}-f{fraction}-s{seed}-{key[:8]}"
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """One run of a study that its CSV does not hold yet, with everything needed to train it."""
+
+    setup: Setup
+    fraction: float
+    seed: int
+    model_config: SSEPTConfig
+    config: TrainConfig
+    encoder: Path | None
+    settings: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """`settings_key` of the run's settings (the study CSV's key for its row)."""
+        return settings_key(self.settings)
+
+    @property
+    def name(self) -> str:
+        """The run in words: setup, share of the training users, seed ("fine-tune 10% s0")."""
+        return f"{self.setup.name} {self.fraction:.0%} s{self.seed}"
+
+
+def _pending(table: StudyTable, split: Split, encoders: dict[str, Path], train: TrainConfig,
+             setups: tuple[Setup, ...], fractions: tuple[float, ...], seeds: tuple[int, ...]) -> list[PendingRun]:
+    """The runs `table` does not hold with the same settings, seed by seed (one under other settings is refused)."""
+    pending = []
+    for setup, fraction, seed in _jobs(setups, fractions, seeds):
+        encoder = Path(encoders[setup.family]) if setup.pretrained else None
+        model_config, config, settings = run_settings(split, setup, _base_config(setup, encoders), train,
+                                                      fraction, seed, encoder)
+        if not table.lookup(setup.name, fraction, seed, settings):
+            pending.append(PendingRun(setup, fraction, seed, model_config, config, encoder, settings))
+    return pending
+
+
+def study_plan(
+    split: Split,
+    encoders: dict[str, Path],
+    train: TrainConfig,
+    out_csv: str | Path | None,
+    setups: tuple[Setup, ...] = SETUPS,
+    fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0),
+    seeds: tuple[int, ...] = (0, 1, 2),
+) -> list[PendingRun]:
+    """The runs `run_study` would train: those `out_csv` does not hold yet with the same settings (every run when
+    `out_csv` is None or absent). A row recorded there under other settings raises `ConfigError`, as in
+    `run_study`. Trains and writes nothing."""
+    table = StudyTable(Path(out_csv) if out_csv is not None else None)
+    return _pending(table, split, encoders, train, setups, fractions, seeds)
 
 
 def _train_row(split: Split, setup: Setup, fraction: float, seed: int, model_config: SSEPTConfig,
@@ -293,18 +359,151 @@ def run_study(
             metrics = evaluate_all(b, split, train.eval_seed, train.eval_negatives)
             for fraction in missing:
                 table.add({"setup": b.name, "fraction": fraction, "seed": 0, "kind": "baseline", **metrics}, settings)
-    todo = []
-    for setup, fraction, seed in _jobs(setups, fractions, seeds):
-        encoder = Path(encoders[setup.family]) if setup.pretrained else None
-        model_config, config, settings = run_settings(split, setup, _base_config(setup, encoders), train,
-                                                      fraction, seed, encoder)
-        if not table.lookup(setup.name, fraction, seed, settings):
-            todo.append((setup, fraction, seed, model_config, config, encoder, settings))
-    for setup, fraction, seed, model_config, config, encoder, settings in tqdm(
-            todo, desc="transfer study", disable=not progress):
-        key = settings_key(settings)
-        table.add(_train_row(split, setup, fraction, seed, model_config, config, encoder, run_dir, key), settings)
+    pending = _pending(table, split, encoders, train, setups, fractions, seeds)
+    bar = tqdm(pending, desc="transfer study", unit="run", disable=not progress or not pending)
+    for run in bar:
+        bar.set_postfix_str(run.name)
+        table.add(_train_row(split, run.setup, run.fraction, run.seed, run.model_config, run.config, run.encoder,
+                             run_dir, run.key), run.settings)
     return table.frame
+
+
+def published_study(
+    split: Split,
+    train: TrainConfig,
+    setups: tuple[Setup, ...] = ALL_SETUPS,
+    fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    csv: str | Path = PUBLISHED_CSV,
+    encoders: dict[str, Path] | None = None,
+) -> pd.DataFrame:
+    """The committed study's rows of these setups, fractions and seeds (and the baselines'), without training.
+
+    Each row is checked to be the run this code trains with `encoders` (default: the committed `ENCODERS`, never
+    encoders trained since): recorded under the same settings, whose key holds each encoder file's content hash.
+    A run missing from `csv`, or recorded under other settings, raises `ConfigError`. Writes nothing.
+    """
+    encoders = dict(ENCODERS if encoders is None else encoders)
+    csv = Path(csv)
+    if not csv.exists():
+        raise ConfigError(f"{relative(csv)} is missing: the published study comes with the repository")
+    table = StudyTable(csv)
+    try:
+        missing = [run.name for run in _pending(table, split, encoders, train, setups, fractions, seeds)]
+    except ConfigError as err:  # its advice (another CSV, or delete it) is for a study being trained
+        raise ConfigError(f"the published study is not the one asked for: {str(err).split('; write this')[0]}; "
+                          "train the study instead") from None
+    maxlen = max(_base_config(s, encoders).maxlen for s in setups)
+    missing += [f"{name} {fraction:.0%}" for name in BASELINE_NAMES for fraction in fractions
+                if not table.lookup(name, fraction, 0, baseline_settings(split, name, train, maxlen))]
+    if missing:
+        raise ConfigError(f"{relative(csv)} lacks {len(missing)} of the runs asked for ({', '.join(missing[:4])}"
+                          f"{', ...' if len(missing) > 4 else ''}); train them instead")
+    f = table.frame
+    names = {s.name for s in setups}
+    keep = f["fraction"].isin(fractions) & ((f["setup"].isin(names) & f["seed"].isin(seeds))
+                                            | (f["kind"] == "baseline"))
+    return f[keep].reset_index(drop=True)
+
+
+def _duration(seconds: float) -> str:
+    """Seconds in words a reader takes in at a glance: "8 s", "3.4 min", "147 min", "12.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 60:.0f} min" if seconds < 36000 else f"{seconds / 3600:.1f} h"
+
+
+def _key_without_encoder(settings: dict[str, Any]) -> str:
+    """`settings_key` of a run's settings without its pretrained file: the same run with another encoder."""
+    return settings_key({k: v for k, v in settings.items() if k != "pretrained"})
+
+
+def training_cost(pending: list[PendingRun], published: pd.DataFrame, machine: str = PUBLISHED_MACHINE) -> str:
+    """What training `pending` costs, from the seconds the published study (`published`, its CSV) recorded for
+    the same runs, and the device and `machine` they were measured on; never an estimate of our own.
+
+    A run matches a published row with the same settings key; failing that, one that differs only in its
+    pretrained file (the same run with other encoders, e.g. notebook 02's), which the note says. Runs with
+    neither are counted as having no recorded time. The note also says when no GPU time is recorded."""
+    if not pending:
+        return "Nothing to train: every run asked for is already recorded with these settings."
+    models = published[published["kind"] == "model"]
+    exact = dict(zip(models["settings_key"], models.index))
+    loose = {_key_without_encoder(json.loads(s)): i for s, i in zip(models["settings"], models.index)}
+    rows, other_encoder = [], 0
+    for run in pending:
+        index = exact.get(run.key)
+        if index is None:
+            index = loose.get(_key_without_encoder(json.loads(json.dumps(run.settings, default=str))))
+            other_encoder += index is not None
+        if index is not None:
+            rows.append(index)
+    lines = [f"{len(pending)} run(s) to train."]
+    if rows:
+        timed = models.loc[rows]
+        devices = ", ".join(sorted(timed["device"].unique()))
+        low, high = _duration(timed["train_seconds"].min()), _duration(timed["train_seconds"].max())
+        lines.append(
+            f"The published study recorded {_duration(timed['train_seconds'].sum())} of training for "
+            f"{'them' if len(rows) == len(pending) else f'{len(rows)} of them'} "
+            f"({_duration(timed['wall_seconds'].sum())} with evaluation; "
+            f"{f'about {low}' if low == high else f'{low} to {high}'} a run), "
+            f"on {devices}, {machine}.")
+        if other_encoder:
+            lines.append(f"{other_encoder} of these times are of the same runs with the committed encoders "
+                         "(the encoders here are others).")
+    if len(rows) < len(pending):
+        lines.append(f"{len(pending) - len(rows)} run(s) have settings the published study never ran: "
+                     "no recorded time for them.")
+    if not models["device"].astype(str).str.startswith("cuda").any():
+        lines.append("No GPU time is recorded: the study was never timed on a GPU.")
+    return " ".join(lines)
+
+
+def _seeds_in_words(count: int, of: int) -> str:
+    if count == of:
+        return "its one seed" if of == 1 else "both seeds" if of == 2 else f"all {of} seeds"
+    return f"{count} of {of} seeds"
+
+
+def convergence_note(frame: pd.DataFrame, curves: pd.DataFrame, metric: str = "valid_ndcg@10") -> str:
+    """How the study's trained runs stopped, in one sentence for the notebook, from its rows (`frame`: stop reason,
+    epochs, best epoch, cap, patience) and its validation curves (`curves`, as `study_curves` gives them): by
+    patience or by the cap, the longest run and latest best epoch, and the runs whose best evaluation was their
+    first one, by setup and share of the users (every later evaluation lower, or none higher if one tied)."""
+    models = frame[frame["kind"] == "model"]
+    n, cap = len(models), int(models["epoch_cap"].max())
+    by_patience = int((models["stop_reason"] == "patience").sum())
+    stopped = (f"All {n} trained runs were stopped by patience ({int(models['patience'].max())} evaluations in a "
+               f"row without a new best), none by the {cap}-epoch cap" if by_patience == n else
+               f"{by_patience} of the {n} trained runs were stopped by patience, {n - by_patience} by the "
+               f"{cap}-epoch cap")
+    stopped += (f" (the longest ran {int(models['epochs_run'].max())} epochs, the latest best epoch was "
+                f"{int(models['best_epoch'].max())})")
+    first_peak, strict = [], True
+    for row in models.itertuples():
+        run = curves[(curves["setup"] == row.setup) & np.isclose(curves["fraction"], row.fraction)
+                     & (curves["seed"] == row.seed)].sort_values("epoch")
+        if len(run) > 1 and int(run["epoch"].iloc[0]) == int(row.best_epoch):
+            later = run[metric].iloc[1:]
+            first_peak.append((row.setup, row.fraction, int(row.best_epoch)))
+            strict &= bool((later < run[metric].iloc[0]).all())
+    if not first_peak:
+        return stopped + "; every run's best evaluation came after its first."
+    seeds = models.groupby(["setup", "fraction"])["seed"].nunique()
+    order = list(dict.fromkeys(models["setup"]))
+    counts = pd.Series([(s, f) for s, f, _ in first_peak]).value_counts()
+    groups = sorted(counts.index, key=lambda sf: (sf[1], order.index(sf[0])))
+    listed = ", ".join(f"{s} at {f:.0%}{' of the users' if i == 0 else ''} "
+                       f"({_seeds_in_words(int(counts[(s, f)]), int(seeds[(s, f)]))})"
+                       for i, (s, f) in enumerate(groups))
+    epochs = sorted({e for _, _, e in first_peak})
+    at = f"epoch {epochs[0]}" if len(epochs) == 1 else "epochs " + ", ".join(map(str, epochs))
+    after = "got worse at every later one" if strict else "no later one beat it"
+    return (f"{stopped}. But {len(first_peak)} of the {n} runs picked their first evaluation ({at}) and {after} "
+            f"until patience stopped them, so their rows are the models of that first evaluation: {listed}.")
 
 
 def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = ("sampled_ndcg@10", "fullkeep_ndcg@10")) -> pd.DataFrame:
