@@ -10,8 +10,8 @@
 - A NaN or infinite loss or score stops the run with `NonFiniteError`; the last good
   checkpoint is left as it was.
 - Checkpoints every `checkpoint_every` epochs and at each improvement, in a run folder
-  (`helpers.runs`): a run killed at any moment resumes (`resume=True`) to exactly the
-  weights and metrics of an uninterrupted run on the CPU.
+  (`helpers.runs`): a run killed at any moment resumes (`resume=True`, `helpers.resume`) to
+  exactly the weights and metrics of an uninterrupted run on the CPU.
 - `init_from=CKPT` copies the encoder (blocks, position embeddings, final layer norm)
   and, when the dataset is the same, the user and item tables too.
 - Several processes (`torchrun --nproc_per_node N -m helpers.train ...`, `helpers.distributed`):
@@ -28,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,37 +39,27 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers import settings
-from helpers.checkpoint import read_checkpoint, restore_rng_state, rng_state
-from helpers.data import SequenceData, Split, leave_one_out, load
-from helpers.distributed import (
-    BACKENDS,
-    SINGLE_PROCESS,
-    SharedEvaluator,
-    World,
-    process_group,
-    rank_generator,
-    rank_torch_seed,
-    sync_gradients,
-    wrap,
-)
-from helpers.errors import CheckpointError, ConfigError, NonFiniteError
+from helpers.checkpoint import read_checkpoint
+from helpers.data import Split, leave_one_out, load
+from helpers.distributed import BACKENDS, SINGLE_PROCESS, SharedEvaluator, World, process_group, sync_gradients, wrap
+from helpers.errors import ConfigError, NonFiniteError
 from helpers.fetch import sha256_of
 from helpers.losses import compute_loss, make_loss_fn
-from helpers.model import SSEPT, load_model_state, transfer_encoder
-from helpers.runs import RunFolder, differences, flatten
+from helpers.model import SSEPT, transfer_encoder
+from helpers.resume import (
+    Job,
+    State,
+    checkpoint_payload,
+    prepare_folder,
+    process_rng_state,
+    rank_streams,
+    restore_state,
+    same_run_on_every_rank,
+)
+from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
 from helpers.settings import SSEPTConfig, TrainConfig
-from helpers.utils import (
-    DROPOUT_STREAM,
-    FRACTION_STREAM,
-    RANK_DRAWS_STREAM,
-    RANK_TORCH_STREAM,
-    device_description,
-    get_device,
-    relative,
-    run_cli,
-    seed_everything,
-)
+from helpers.utils import FRACTION_STREAM, device_description, get_device, run_cli, seed_everything
 
 #: The validation metric that picks the best epoch and drives early stopping.
 SELECTION_METRIC = "valid_ndcg@10"
@@ -185,32 +175,6 @@ def evaluations_since_best(history: list[dict[str, Any]], best: dict[str, Any]) 
 # --------------------------------------------------------------------------- fit
 
 
-@dataclass
-class _State:
-    """What changes while `fit` runs (and what a checkpoint restores)."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=dict)
-    best_state: dict[str, torch.Tensor] | None = None
-    epoch: int = 0
-
-
-@dataclass
-class _Job:
-    """What the phases of `fit` share: the model and how it trains, is evaluated and is saved."""
-
-    split: Split
-    config: TrainConfig
-    model: SSEPT
-    trainee: nn.Module  # what the training steps run: the model, or with several processes its DDP wrapper
-    optimizer: torch.optim.Optimizer
-    sampler: TrainSampler
-    evaluators: dict[str, SharedEvaluator]
-    device: torch.device
-    folder: RunFolder | None
-    world: World
-
-
 def _description(split: Split, model_config: SSEPTConfig, config: TrainConfig,
                  init_from: str | Path | None, world: World) -> dict[str, Any]:
     """Every setting that shapes the run, as stored in run.json (the pretrained file by content hash too,
@@ -244,7 +208,7 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
     model.seed_dropout(config.seed)
     order_rng = None  # one process: `rng` draws the order too
     if world.size > 1:
-        order_rng, rng = rng, _rank_streams(model, config.seed, world.rank)
+        order_rng, rng = rng, rank_streams(model, config.seed, world.rank)
     if init_from is not None:
         ckpt = read_checkpoint(init_from)
         transfer_encoder(model, ckpt, str(init_from), ckpt.get("data", {}).get("name") == data.name)
@@ -256,123 +220,7 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
     return model, make_optimizer(model, config), sampler, rng
 
 
-def _rank_streams(model: SSEPT, seed: int, rank: int, *more: int) -> np.random.Generator:
-    """One rank's own streams from (seed, stream, rank, *more): seeds the model's dropout and torch's
-    generators (dropout off the CPU), and returns the generator of the rank's draws."""
-    model.dropout_rng.bit_generator.state = rank_generator(seed, DROPOUT_STREAM, rank, *more).bit_generator.state
-    torch.manual_seed(rank_torch_seed(seed, RANK_TORCH_STREAM, rank, *more))
-    return rank_generator(seed, RANK_DRAWS_STREAM, rank, *more)
-
-
-def _rng_state(model: SSEPT, sampler: TrainSampler) -> dict[str, Any]:
-    """This process's random state: the sampler's draws (and its order, when kept apart), dropout, torch."""
-    apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
-    return rng_state(sampler.draw_rng, model.dropout_rng, apart)
-
-
-def _restore_rng_state(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World, path: Path,
-                       new_count: bool = False) -> None:
-    """Put back this rank's random state from a checkpoint written by as many processes (with `new_count`,
-    by any number of them: see `_fresh_streams`)."""
-    stored = ckpt.get("world_size", 1)
-    if stored != world.size:
-        if not new_count:
-            raise CheckpointError(f"{path} holds the random states of {stored} process(es) and this launch has "
-                                  f"{world.size}; relaunch with torchrun --nproc_per_node {stored}, or pass "
-                                  "--new-process-count")
-        _fresh_streams(model, sampler, ckpt, world)
-        return
-    state = ckpt["rng"][world.rank] if world.size > 1 else ckpt["rng"]
-    apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
-    restore_rng_state(sampler.draw_rng, model.dropout_rng, state, apart)
-
-
-def _fresh_streams(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World) -> None:
-    """The random state of a run resumed with another number of processes.
-
-    The order of users goes on from the stored one (every rank's is the same; one process drew it from
-    its only generator), so all ranks still agree on it. Each rank's draws (windows, negatives, SSE),
-    dropout and torch generator start afresh from (seed, stream, rank, epoch, processes): the old
-    ranks' streams cannot be dealt out to a new count. The run stays repeatable from here on.
-    """
-    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
-    order = states[0].get("order", states[0]["numpy"])
-    seed, more = int(ckpt["train"]["seed"]), (int(ckpt["epoch"]), world.size)
-    draws = _rank_streams(model, seed, world.rank, *more)
-    sampler.order_rng.bit_generator.state = order  # one process: also its draws' generator
-    if sampler.draw_rng is not sampler.order_rng:
-        sampler.draw_rng.bit_generator.state = draws.bit_generator.state
-
-
-def _prepare(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World,
-             new_count: bool = False) -> None:
-    """Rank 0 checks the folder and writes run.json; every rank then refuses alike, or goes on.
-
-    Only rank 0 touches the folder, so the machines of a multi-node run need no shared storage for it.
-    """
-    refusal = None
-    if world.main:
-        try:
-            folder.prepare(description, resume, overwrite, new_count)
-        except ConfigError as err:
-            refusal = str(err)
-    refusal = world.broadcast(refusal)
-    if refusal is not None:
-        raise ConfigError(refusal)
-
-
-def _same_run_on_every_rank(description: dict[str, Any], data: SequenceData, world: World) -> None:
-    """Refuse, on every rank alike, when a rank's settings or data differ from rank 0's: machines that
-    read different files or flags would otherwise train a mixture of runs without a word."""
-    everyone = world.all_gather(flatten(description) | {"data.digest": data.digest()})
-    for rank, theirs in enumerate(everyone[1:], start=1):
-        # The file's path may differ between machines; its content is compared (init_from_sha256).
-        differs = differences(everyone[0], theirs, ignore=("init_from",))
-        if differs:
-            raise ConfigError(
-                f"rank {rank} does not run rank 0's training (rank 0 -> rank {rank}: {', '.join(differs)}); "
-                "every machine needs the same dataset file, --init-from file and flags"
-            )
-
-
-def _restore(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
-             world: World, log: Callable[[str], None], new_count: bool = False) -> _State:
-    """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
-    it and hands it to every rank, and each takes its own random state from it."""
-    latest, best_state = world.broadcast(_read_latest(folder, log) if world.main else None)
-    if latest is None:
-        log(f"no checkpoint in {relative(folder.path)} yet: starting from epoch 0")
-        return _State()
-    load_model_state(model, latest["model"], str(folder.last))
-    optimizer.load_state_dict(latest["optimizer"])
-    _restore_rng_state(model, sampler, latest, world, folder.last, new_count)
-    stored = latest.get("world_size", 1)
-    changed = (f" with {world.size} process(es) instead of {stored}: the weights and the optimizer go on, the "
-               "random streams start afresh" if stored != world.size else "")
-    log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}{changed}")
-    return _State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
-
-
-def _read_latest(folder: RunFolder, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The folder's newest readable checkpoint and, if there is one, the best epoch's weights."""
-    latest = folder.load_latest(log)
-    return latest, folder.load_best_state() if latest is not None else None
-
-
-def _payload(job: _Job, state: _State, rng: dict[str, Any] | list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A checkpoint of the current weights; with `rng` (every rank's random state), a resumable one."""
-    data = job.split.data
-    return {
-        "config": asdict(job.model.config), "train": asdict(job.config),
-        "data": {"name": data.name, "n_users": data.n_users, "n_items": data.n_items},
-        "model": {k: v.detach().cpu() for k, v in job.model.state_dict().items()},
-        "optimizer": job.optimizer.state_dict() if rng is not None else None,
-        "epoch": state.epoch, "history": state.history, "best": state.best,
-        "rng": rng, "world_size": job.world.size,
-    }
-
-
-def _evaluate(job: _Job, epoch: int) -> dict[str, float]:
+def _evaluate(job: Job, epoch: int) -> dict[str, float]:
     """Validation and test metrics, prefixed; a diverged model stops the run, naming the epoch."""
     row: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -393,7 +241,7 @@ def _kept(folder: RunFolder | None) -> str:
             "try a lower learning rate")
 
 
-def _stop_reason(config: TrainConfig, state: _State) -> str | None:
+def _stop_reason(config: TrainConfig, state: State) -> str | None:
     """Why training is over after `state.epoch`, or None to go on."""
     if config.patience and evaluations_since_best(state.history, state.best) >= config.patience:
         return "patience"
@@ -408,7 +256,7 @@ def trained_on(device: torch.device, world: World) -> str:
     return device_description(device) + (f" x {world.size} processes" if world.size > 1 else "")
 
 
-def _epoch(job: _Job, state: _State, progress: bool) -> bool:
+def _epoch(job: Job, state: State, progress: bool) -> bool:
     """Train the next epoch, validate when due and keep the best; record the epoch in `state`.
 
     Returns whether the validation metric improved (a new best). The loss and the metrics are the
@@ -438,19 +286,19 @@ def _epoch(job: _Job, state: _State, progress: bool) -> bool:
     return improved
 
 
-def _save(job: _Job, folder: RunFolder, state: _State, improved: bool) -> None:
+def _save(job: Job, folder: RunFolder, state: State, improved: bool) -> None:
     """Write best.pt on an improvement; history and last.pt then, every `checkpoint_every` epochs and at the end.
 
     Rank 0 writes; every rank hands it its random state first (the same decision on every rank).
     """
     world = job.world
     if improved and world.main:
-        folder.save_best(_payload(job, state))
+        folder.save_best(checkpoint_payload(job, state))
     if improved or state.epoch % job.config.checkpoint_every == 0 or _stop_reason(job.config, state):
-        states = world.all_gather(_rng_state(job.model, job.sampler))
+        states = world.all_gather(process_rng_state(job.model, job.sampler))
         if world.main:
             folder.save_history(state.history)
-            folder.save_last(_payload(job, state, states if world.size > 1 else states[0]))
+            folder.save_last(checkpoint_payload(job, state, states if world.size > 1 else states[0]))
 
 
 def fit(
@@ -480,15 +328,15 @@ def fit(
                                      world, dev) for w in ("valid", "test")}
     description = _description(split, model_config, config, init_from, world)
     if world.size > 1:
-        _same_run_on_every_rank(description, split.data, world)
+        same_run_on_every_rank(description, split.data, world)
     folder = RunFolder(out_dir) if out_dir is not None else None
-    state = _State()
+    state = State()
     if folder is not None:
-        _prepare(folder, description, resume, overwrite, world, new_process_count)
+        prepare_folder(folder, description, resume, overwrite, world, new_process_count)
         if resume:
-            state = _restore(folder, model, optimizer, sampler, world, log, new_process_count)
+            state = restore_state(folder, model, optimizer, sampler, world, log, new_process_count)
     # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
-    job = _Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
+    job = Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
 
     bar = tqdm(total=config.epochs, initial=state.epoch, desc=f"train {split.data.name}", disable=not progress)
     while (reason := _stop_reason(config, state)) is None:

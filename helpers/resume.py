@@ -1,0 +1,173 @@
+"""Resuming a run: what a checkpoint holds, and putting it back on every process.
+
+`fit` (`helpers.train`) keeps its changing state in a `State` and what its phases share in a `Job`; this module
+turns them into a checkpoint's payload (`checkpoint_payload`) and back (`restore_state`), with every rank's random
+streams (`process_rng_state`, `restore_process_rng_state`), and checks the run folder before a run starts or goes on
+(`prepare_folder`, `same_run_on_every_rank`). A run resumed with another number of processes goes on with the stored
+weights and optimizer and fresh random streams (`fresh_streams`). Rank 0 alone reads and writes the folder and hands
+what it read to the other ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers.checkpoint import restore_rng_state, rng_state
+from helpers.data import SequenceData, Split
+from helpers.distributed import SharedEvaluator, World, rank_generator, rank_torch_seed
+from helpers.errors import CheckpointError, ConfigError
+from helpers.model import SSEPT, load_model_state
+from helpers.runs import RunFolder, differences, flatten
+from helpers.sampler import TrainSampler
+from helpers.settings import TrainConfig
+from helpers.utils import DROPOUT_STREAM, RANK_DRAWS_STREAM, RANK_TORCH_STREAM, relative
+
+
+@dataclass
+class State:
+    """What changes while `fit` runs (and what a checkpoint restores)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    epoch: int = 0
+
+
+@dataclass
+class Job:
+    """What the phases of `fit` share: the model and how it trains, is evaluated and is saved."""
+
+    split: Split
+    config: TrainConfig
+    model: SSEPT
+    trainee: nn.Module  # what the training steps run: the model, or with several processes its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    sampler: TrainSampler
+    evaluators: dict[str, SharedEvaluator]
+    device: torch.device
+    folder: RunFolder | None
+    world: World
+
+
+def rank_streams(model: SSEPT, seed: int, rank: int, *more: int) -> np.random.Generator:
+    """One rank's own streams from (seed, stream, rank, *more): seeds the model's dropout and torch's
+    generators (dropout off the CPU), and returns the generator of the rank's draws."""
+    model.dropout_rng.bit_generator.state = rank_generator(seed, DROPOUT_STREAM, rank, *more).bit_generator.state
+    torch.manual_seed(rank_torch_seed(seed, RANK_TORCH_STREAM, rank, *more))
+    return rank_generator(seed, RANK_DRAWS_STREAM, rank, *more)
+
+
+def process_rng_state(model: SSEPT, sampler: TrainSampler) -> dict[str, Any]:
+    """This process's random state: the sampler's draws (and its order, when kept apart), dropout, torch."""
+    apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
+    return rng_state(sampler.draw_rng, model.dropout_rng, apart)
+
+
+def restore_process_rng_state(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World,
+                              path: Path, new_count: bool = False) -> None:
+    """Put back this rank's random state from a checkpoint written by as many processes (with `new_count`,
+    by any number of them: see `fresh_streams`)."""
+    stored = ckpt.get("world_size", 1)
+    if stored != world.size:
+        if not new_count:
+            raise CheckpointError(f"{path} holds the random states of {stored} process(es) and this launch has "
+                                  f"{world.size}; relaunch with torchrun --nproc_per_node {stored}, or pass "
+                                  "--new-process-count")
+        fresh_streams(model, sampler, ckpt, world)
+        return
+    state = ckpt["rng"][world.rank] if world.size > 1 else ckpt["rng"]
+    apart = sampler.order_rng if sampler.order_rng is not sampler.draw_rng else None
+    restore_rng_state(sampler.draw_rng, model.dropout_rng, state, apart)
+
+
+def fresh_streams(model: SSEPT, sampler: TrainSampler, ckpt: dict[str, Any], world: World) -> None:
+    """The random state of a run resumed with another number of processes.
+
+    The order of users goes on from the stored one (every rank's is the same; one process drew it from
+    its only generator), so all ranks still agree on it. Each rank's draws (windows, negatives, SSE),
+    dropout and torch generator start afresh from (seed, stream, rank, epoch, processes): the old
+    ranks' streams cannot be dealt out to a new count. The run stays repeatable from here on.
+    """
+    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+    order = states[0].get("order", states[0]["numpy"])
+    seed, more = int(ckpt["train"]["seed"]), (int(ckpt["epoch"]), world.size)
+    draws = rank_streams(model, seed, world.rank, *more)
+    sampler.order_rng.bit_generator.state = order  # one process: also its draws' generator
+    if sampler.draw_rng is not sampler.order_rng:
+        sampler.draw_rng.bit_generator.state = draws.bit_generator.state
+
+
+def prepare_folder(folder: RunFolder, description: dict[str, Any], resume: bool, overwrite: bool, world: World,
+                   new_count: bool = False) -> None:
+    """Rank 0 checks the folder and writes run.json; every rank then refuses alike, or goes on.
+
+    Only rank 0 touches the folder, so the machines of a multi-node run need no shared storage for it.
+    """
+    refusal = None
+    if world.main:
+        try:
+            folder.prepare(description, resume, overwrite, new_count)
+        except ConfigError as err:
+            refusal = str(err)
+    refusal = world.broadcast(refusal)
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+def same_run_on_every_rank(description: dict[str, Any], data: SequenceData, world: World) -> None:
+    """Refuse, on every rank alike, when a rank's settings or data differ from rank 0's: machines that
+    read different files or flags would otherwise train a mixture of runs without a word."""
+    everyone = world.all_gather(flatten(description) | {"data.digest": data.digest()})
+    for rank, theirs in enumerate(everyone[1:], start=1):
+        # The file's path may differ between machines; its content is compared (init_from_sha256).
+        differs = differences(everyone[0], theirs, ignore=("init_from",))
+        if differs:
+            raise ConfigError(
+                f"rank {rank} does not run rank 0's training (rank 0 -> rank {rank}: {', '.join(differs)}); "
+                "every machine needs the same dataset file, --init-from file and flags"
+            )
+
+
+def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
+                  world: World, log: Callable[[str], None], new_count: bool = False) -> State:
+    """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
+    it and hands it to every rank, and each takes its own random state from it."""
+    latest, best_state = world.broadcast(read_latest(folder, log) if world.main else None)
+    if latest is None:
+        log(f"no checkpoint in {relative(folder.path)} yet: starting from epoch 0")
+        return State()
+    load_model_state(model, latest["model"], str(folder.last))
+    optimizer.load_state_dict(latest["optimizer"])
+    restore_process_rng_state(model, sampler, latest, world, folder.last, new_count)
+    stored = latest.get("world_size", 1)
+    changed = (f" with {world.size} process(es) instead of {stored}: the weights and the optimizer go on, the "
+               "random streams start afresh" if stored != world.size else "")
+    log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}{changed}")
+    return State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
+
+
+def read_latest(folder: RunFolder, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The folder's newest readable checkpoint and, if there is one, the best epoch's weights."""
+    latest = folder.load_latest(log)
+    return latest, folder.load_best_state() if latest is not None else None
+
+
+def checkpoint_payload(job: Job, state: State,
+                       rng: dict[str, Any] | list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A checkpoint of the current weights; with `rng` (every rank's random state), a resumable one."""
+    data = job.split.data
+    return {
+        "config": asdict(job.model.config), "train": asdict(job.config),
+        "data": {"name": data.name, "n_users": data.n_users, "n_items": data.n_items},
+        "model": {k: v.detach().cpu() for k, v in job.model.state_dict().items()},
+        "optimizer": job.optimizer.state_dict() if rng is not None else None,
+        "epoch": state.epoch, "history": state.history, "best": state.best,
+        "rng": rng, "world_size": job.world.size,
+    }
