@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -227,3 +228,83 @@ def test_the_run_record_lists_recorded_runs_and_study_runs(tmp_path) -> None:
     assert [run_line(r) for r in listed] == [
         "run a 10% s0: 12 of 400 epochs, best epoch 2, stopped by patience",
         "run b 100% s1: 90 of 400 epochs, best epoch 80, stopped by the budget"]
+
+
+def test_axis_labels_are_words_and_a_narrow_band_is_not_squeezed_against_a_far_baseline() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.notebook import plots
+
+    assert plots.metric_label("fullkeep_ndcg@10") == "NDCG@10 (full ranking, history kept)"
+    assert plots.metric_label("unseen_fullkeep_ndcg@10", short=True) == "NDCG@10"
+    assert plots.metric_label("valid_ndcg@10") == "validation NDCG@10"
+    assert plots.metric_label("sampled_hr@10") == "HR@10 (sampled 1 + 100)"
+    assert plots.metric_label("epoch_seconds") == "epoch_seconds"  # unknown: unchanged
+    rows = [{"setup": s, "fraction": f, "m_mean": v, "m_std": 0.01}
+            for s, v in (("popularity", 0.03), ("repeat-last", 0.75), ("a", 0.72), ("b", 0.80)) for f in (0.1, 1.0)]
+    ax = plots.fraction_curves(pd.DataFrame(rows), "m", setups=["a", "b"])
+    low, high = ax.get_ylim()
+    assert 0.6 < low < 0.71 and 0.81 < high < 0.9  # the band, not 0 to 0.8
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["repeat-last", "a", "b"]
+    assert any("popularity 0.030 (below the axis)" in t.get_text() for t in ax.texts)
+    plt.close("all")
+
+
+def test_a_setup_keeps_one_colour_across_the_panels_of_a_figure_and_no_two_share_one() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.notebook import plots
+
+    setups = ["s1", "s2", "s3", "s4", "s5", "s6"]
+    groups = {"first": setups[:3], "second": setups[3:]}
+    summary = _summary(setups)
+    fig = plots.fraction_panels(summary, {"m": "metric"}, groups)
+    colour = {}
+    for ax in fig.axes:
+        for line, text in zip(ax.get_legend().legend_handles, ax.get_legend().get_texts()):
+            if text.get_text() in setups:
+                colour.setdefault(text.get_text(), set()).add(matplotlib.colors.to_hex(line.get_color()))
+    assert all(len(c) == 1 for c in colour.values()) and len({c.pop() for c in colour.values()}) == len(setups)
+    histories = {"a": pd.DataFrame({"epoch": [1], "valid_ndcg@10": [0.1], "test_ndcg@10": [0.1]})}
+    fig = plots.learning_curve_panels({"g1": histories, "g2": {**histories, "b": histories["a"]}})
+    first, second = fig.axes[0].get_lines()[0], fig.axes[1].get_lines()[0]
+    assert first.get_color() == second.get_color() != fig.axes[1].get_lines()[2].get_color()
+    plt.close("all")
+
+
+def test_marks_for_a_narrow_band_are_dots_and_rows_are_named() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.notebook import plots
+
+    table = pd.DataFrame({"x": [0.62, 0.77, 0.96], "y": [0.66, 0.80, 0.92]},
+                         index=pd.Index(["1", "2", "3"], name="held-out item's training count"))
+    ax = plots.metric_bars(table, ["x", "y"], "t")
+    assert not ax.patches and ax.get_xlim()[0] > 0.5 and ax.get_ylabel() == "held-out item's training count"
+    wide = plots.metric_bars(table.assign(x=[0.1, 0.5, 0.9]), ["x", "y"], "t", xlabel="HR@10")
+    assert len(wide.patches) == 6 and wide.get_xlim()[0] == 0 and wide.get_xlabel() == "HR@10"
+    ax = plots.attention_heatmap(np.eye(3), ["a" * 40, "b", "c"], "last block", window=200)
+    assert ax.get_title() == "last block\nonly the last 3 of the 200 input positions are shown"
+    assert ax.get_xticklabels()[0].get_text() == "a" * 31 + "…"
+    assert "attention weight" in ax.figure.axes[-1].get_ylabel()
+    plt.close("all")
+
+
+def test_the_statistics_table_writes_counts_as_integers() -> None:
+    from helpers.notebook.plots import stats_table
+
+    table = stats_table([{"dataset": "d", "users": 6040, "rows": 999_611, "len_p50": 96.0, "len_p10": 1.5,
+                          "mean_len": 165.6, "repeat_share": 0.791, "density": 0.0485}])
+    assert table["d"].to_dict() == {"users": "6,040", "rows (interactions)": "999,611",
+                                    "rows per user: mean": "165.6", "rows per user: 10th percentile": "1.5",
+                                    "rows per user: median": "96", "rows repeating the user's previous item": "79.1%",
+                                    "density (rows / (users x items))": "0.0485"}
