@@ -5,7 +5,8 @@ A checkpoint is one dict of plain types and tensors:
     format       "ssept-checkpoint/1"
     config       model config (dict)
     train        training settings (dict) or None
-    data         {"name", "n_users", "n_items"} of the dataset it was trained on
+    data         {"name", "n_users", "n_items", "digest"} of the dataset it was trained on (`data_record`;
+                 the digest, `SequenceData.digest`, is absent in checkpoints written before it was recorded)
     model        state dict
     optimizer    optimiser state dict or None
     epoch        last finished epoch
@@ -24,6 +25,8 @@ from __future__ import annotations
 import pickle
 import random
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ from helpers.utils import atomic_write
 
 FORMAT = "ssept-checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "model", "epoch", "history")
+#: The flag of `python -m helpers.evaluate` and `python -m helpers.recommend` that accepts other data.
+OTHER_DATA_FLAG = "--allow-other-data"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -68,6 +73,40 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: checkpoint is missing {missing}")
     return ckpt
+
+
+def data_record(data: Any) -> dict[str, Any]:
+    """What a checkpoint records of the `SequenceData` it was trained on: name, sizes and content digest."""
+    return {"name": data.name, "n_users": data.n_users, "n_items": data.n_items, "digest": data.digest()}
+
+
+def same_data_as(ckpt: dict[str, Any], data: Any) -> bool | None:
+    """Whether `ckpt` was trained on `data`, by content (the recorded digest); None when the checkpoint was
+    written before the digest was recorded."""
+    digest = (ckpt.get("data") or {}).get("digest")
+    return None if digest is None else digest == data.digest()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def check_data(ckpt: dict[str, Any], data: Any, source: str, label: str, allow_other: bool = False,
+               log: Callable[[str], None] = _stderr) -> None:
+    """Refuse to use `ckpt` (read from `source`) on other data than it was trained on, in one line naming both,
+    unless `allow_other`. `label` names `data` as the user gave it. A checkpoint without a recorded digest is
+    taken by its sizes alone (which the caller checks), and one `log` line says so."""
+    same = same_data_as(ckpt, data)
+    if same is None:
+        log(f"note: {source} records no data digest (written before it was recorded): only its sizes are checked "
+            f"against {label!r}")
+        return
+    if not same and not allow_other:
+        stored = ckpt["data"]
+        raise CheckpointError(
+            f"{source} was trained on {stored.get('name')!r} (data digest {stored['digest'][:12]}), and {label!r} "
+            f"holds other data (digest {data.digest()[:12]}); pass {OTHER_DATA_FLAG} if that is meant"
+        )
 
 
 def rng_state(np_rng: np.random.Generator, dropout_rng: np.random.Generator,

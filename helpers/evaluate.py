@@ -8,7 +8,8 @@ Protocols (see `docs/model.md`):
   (`SCORE_BLOCK`) with a running count, so its size costs time, not memory.
 
 Command line: `python -m helpers.evaluate --checkpoint PATH --dataset NAME
---protocol sampled|full --split valid|test [--seed S]` prints one JSON object.
+--protocol sampled|full --split valid|test [--seed S]` prints one JSON object; other data than the
+checkpoint was trained on (by content, `SequenceData.digest`) is refused unless `--allow-other-data`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from helpers.checkpoint import OTHER_DATA_FLAG, check_data
 from helpers.data import Split, item_popularity, leave_one_out, load
 from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.history import HistoryIndex, gather_windows, sample_negatives
@@ -282,10 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
     parser.add_argument("--keep-history", action="store_true", help="full protocol: do not remove seen items")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
+    parser.add_argument(OTHER_DATA_FLAG, action="store_true",
+                        help="evaluate on other data than the checkpoint was trained on (of the same sizes)")
     args = parser.parse_args(argv)
     device = get_device(args.device)
-    model, _ = load_checkpoint(args.checkpoint, device)
+    model, ckpt = load_checkpoint(args.checkpoint, device)
     split = leave_one_out(load(args.dataset))
+    check_fits(model, split)  # other sizes cannot be evaluated at all
+    check_data(ckpt, split.data, args.checkpoint, args.dataset, args.allow_other_data)
     t0 = time.perf_counter()
     result = Evaluator(split, args.split, args.protocol, args.seed, remove_history=not args.keep_history)(model)
     result = {"checkpoint": args.checkpoint, "dataset": args.dataset, "protocol": args.protocol,

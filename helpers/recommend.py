@@ -20,8 +20,9 @@ the default is `mean` (`DEFAULT_UNKNOWN_USER`). SASRec has no user part: every m
 
 Command line:
 `python -m helpers.recommend --checkpoint PATH --dataset NAME (--user ID | --items ID [ID ...])
-[--k 10] [--titles] [--json] [--allow-repeats] [--unknown-user MODE]`; with a converted
-dataset (id maps beside it, see `helpers.convert`) ids are the original ones.
+[--k 10] [--titles] [--json] [--allow-repeats] [--unknown-user MODE] [--allow-other-data]`; with a
+converted dataset (id maps beside it, see `helpers.convert`) ids are the original ones. Other data than
+the checkpoint was trained on (by content) is refused unless `--allow-other-data`.
 `python -m helpers.recommend measure-unknown-user --out FILE` writes the measurement.
 """
 
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.checkpoint import OTHER_DATA_FLAG, check_data
 from helpers.convert import IdMaps, read_id_maps
 from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, Split, leave_one_out, load, movie_titles
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
@@ -350,6 +352,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--unknown-user", choices=UNKNOWN_USER_MODES, default=DEFAULT_UNKNOWN_USER,
                         help=f"user vector for --items (default {DEFAULT_UNKNOWN_USER}; docs/own_data.md)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    parser.add_argument(OTHER_DATA_FLAG, action="store_true",
+                        help="use the checkpoint on other data than it was trained on (of the same sizes)")
     return parser
 
 
@@ -389,12 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.titles and args.dataset != "ml-1m":
         raise ConfigError("--titles needs --dataset ml-1m (titles are known for ML-1M only)")
 
-    model, _ = load_checkpoint(args.checkpoint, get_device(args.device))
+    model, ckpt = load_checkpoint(args.checkpoint, get_device(args.device))
     data = load(args.dataset)
     config = model.config
     if (config.n_users, config.n_items) != (data.n_users, data.n_items):
         raise CheckpointError(f"{args.checkpoint} was trained for {config.n_users} users and {config.n_items} "
                               f"items, but {args.dataset!r} has {data.n_users} and {data.n_items}")
+    check_data(ckpt, data, args.checkpoint, args.dataset, args.allow_other_data)
     maps = _dataset_maps(args.dataset)
     user, history = _input(args, data, maps)
     recs = recommend(model, history, user, args.k, args.allow_repeats, args.unknown_user)

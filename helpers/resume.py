@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.checkpoint import restore_rng_state, rng_state
+from helpers.checkpoint import data_record, restore_rng_state, rng_state
 from helpers.data import SequenceData, Split
 from helpers.distributed import SharedEvaluator, World, rank_generator, rank_torch_seed
 from helpers.errors import CheckpointError, ConfigError
@@ -165,7 +165,7 @@ def checkpoint_payload(job: Job, state: State,
     data = job.split.data
     return {
         "config": asdict(job.model.config), "train": asdict(job.config),
-        "data": {"name": data.name, "n_users": data.n_users, "n_items": data.n_items},
+        "data": data_record(data),
         "model": {k: v.detach().cpu() for k, v in job.model.state_dict().items()},
         "optimizer": job.optimizer.state_dict() if rng is not None else None,
         "epoch": state.epoch, "history": state.history, "best": state.best,

@@ -1,6 +1,7 @@
 """The run folder: the only code that knows its file names and what a checkpoint holds.
 
-    run.json      every setting of the run (model, training, dataset, init_from and its hash, processes)
+    run.json      every setting of the run (model, training, dataset and its digest, init_from and its hash,
+                  processes)
     last.pt       the newest checkpoint, with optimiser and random-generator state (resumable)
     prev.pt       the one before it, kept in case last.pt is damaged
     best.pt       the best epoch by validation (weights only)
@@ -37,8 +38,9 @@ RESUMABLE_CHANGES = ("train.epochs", "train.compile")
 LEGACY_SETTINGS = {"train.chunks": 1, "train.compile": "off", "train.patience": 0, "train.copy_lr_scale": 1.0,
                    "train.negatives": 0, "train.negative_sampling": "uniform",
                    "world_size": 1, **{f"model.{k}": v for k, v in LEGACY_MODEL_SETTINGS.items()}}
-#: Recorded only since they existed; a run.json without them is not refused for it.
-CHECKED_WHEN_RECORDED = ("init_from_sha256",)
+#: Recorded only since they existed; a run.json without them is not refused for it (without the data's digest, a
+#: run resumes on data of the same name).
+CHECKED_WHEN_RECORDED = ("init_from_sha256", "data_digest")
 
 
 def flatten(description: dict[str, Any]) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers import settings
-from helpers.checkpoint import read_checkpoint
-from helpers.data import Split, leave_one_out, load
+from helpers.checkpoint import read_checkpoint, same_data_as
+from helpers.data import SequenceData, Split, leave_one_out, load
 from helpers.distributed import BACKENDS, SINGLE_PROCESS, SharedEvaluator, World, process_group, sync_gradients, wrap
 from helpers.errors import ConfigError, NonFiniteError
 from helpers.fetch import sha256_of
@@ -177,18 +177,34 @@ def evaluations_since_best(history: list[dict[str, Any]], best: dict[str, Any]) 
 
 def _description(split: Split, model_config: SSEPTConfig, config: TrainConfig,
                  init_from: str | Path | None, world: World) -> dict[str, Any]:
-    """Every setting that shapes the run, as stored in run.json (the pretrained file by content hash too,
-    and the number of processes: each draws its own share, so another count is another run)."""
+    """Every setting that shapes the run, as stored in run.json (the data and the pretrained file by content hash
+    too, and the number of processes: each draws its own share, so another count is another run)."""
     return {"model": asdict(model_config), "train": asdict(config), "dataset": split.data.name,
+            "data_digest": split.data.digest(),
             "init_from": str(init_from) if init_from else None,
             "init_from_sha256": sha256_of(Path(init_from)) if init_from else None, "world_size": world.size}
 
 
+def same_data(ckpt: dict[str, Any], data: SequenceData, source: str, log: Callable[[str], None]) -> bool:
+    """Was `ckpt` trained on `data` (so that its item and user tables fit it): by the recorded digest; for a
+    checkpoint written before the digest was recorded, by dataset name and sizes, which one `log` line says."""
+    same = same_data_as(ckpt, data)
+    if same is not None:
+        return same
+    stored = ckpt.get("data") or {}
+    log(f"note: {source} records no data digest (written before it was recorded): its tables are copied only if "
+        f"its dataset name and sizes are {data.name!r}'s")
+    return (stored.get("name"), stored.get("n_users"), stored.get("n_items")) == (data.name, data.n_users,
+                                                                                   data.n_items)
+
+
 def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig, dev: torch.device,
                    init_from: str | Path | None = None, world: World = SINGLE_PROCESS,
+                   log: Callable[[str], None] = tqdm.write,
                    ) -> tuple[SSEPT, torch.optim.Adam, TrainSampler, np.random.Generator]:
     """The seeded model (with a transferred encoder if asked) on `dev`, its optimiser, the sampler and
-    its generator: `fit`'s setup, shared with the benchmark (`helpers.studies.bench`).
+    its generator: `fit`'s setup, shared with the benchmark (`helpers.studies.bench`). The item and user
+    tables are transferred too when `init_from` was trained on the same data (`same_data`).
 
     With several processes every rank builds the same model and the same order of users, and draws
     its share (windows, negatives, SSE, dropout) from streams of (seed, rank); one process draws
@@ -211,7 +227,7 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
         order_rng, rng = rng, rank_streams(model, config.seed, world.rank)
     if init_from is not None:
         ckpt = read_checkpoint(init_from)
-        transfer_encoder(model, ckpt, str(init_from), ckpt.get("data", {}).get("name") == data.name)
+        transfer_encoder(model, ckpt, str(init_from), same_data(ckpt, data, str(init_from), log))
     model.to(dev)
     sampler = TrainSampler(split, config.batch_size, model_config.maxlen, rng, config.p_user, config.p_item,
                            config.p_sub, training_users(split, config.train_fraction, config.seed), config.bucket,
@@ -323,7 +339,7 @@ def fit(
     """
     dev = world.device(get_device(device) if not isinstance(device, torch.device) else device)
     log, progress = world.log(log), progress and world.main
-    model, optimizer, sampler, _ = training_setup(split, model_config, config, dev, init_from, world)
+    model, optimizer, sampler, _ = training_setup(split, model_config, config, dev, init_from, world, log)
     evaluators = {w: SharedEvaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives,
                                      world, dev) for w in ("valid", "test")}
     description = _description(split, model_config, config, init_from, world)
