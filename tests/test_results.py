@@ -303,8 +303,9 @@ def test_the_statistics_table_writes_counts_as_integers() -> None:
     from helpers.notebook.plots import stats_table
 
     table = stats_table([{"dataset": "d", "users": 6040, "rows": 999_611, "len_p50": 96.0, "len_p10": 1.5,
-                          "mean_len": 165.6, "repeat_share": 0.791, "density": 0.0485}])
+                          "len_p99": 905.96, "mean_len": 165.6, "repeat_share": 0.791, "density": 0.0485}])
     assert table["d"].to_dict() == {"users": "6,040", "rows (interactions)": "999,611",
                                     "rows per user: mean": "165.6", "rows per user: 10th percentile": "1.5",
-                                    "rows per user: median": "96", "rows repeating the user's previous item": "79.1%",
+                                    "rows per user: median": "96", "rows per user: 99th percentile": "906",
+                                    "rows repeating the user's previous item": "79.1%",
                                     "density (rows / (users x items))": "0.0485"}

@@ -424,9 +424,10 @@ def _written(value: float, how: str) -> str:
         return f"{value:.1%}"
     if how == "four decimals":
         return f"{value:.4f}"
-    if how == "one decimal" or float(value) != int(value):
+    if how == "one decimal":
         return f"{value:,.1f}"
-    return f"{int(value):,}"
+    shown = round(float(value), 1)  # a percentile: an integer where it is one to the decimal shown
+    return f"{int(shown):,}" if shown == int(shown) else f"{shown:,.1f}"
 
 
 def stats_table(rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
