@@ -12,6 +12,8 @@ A checkpoint is one dict of plain types and tensors:
     epoch        last finished epoch
     history      list of per-epoch dicts
     best         {"epoch", "valid_ndcg@10", ...} or {}
+    best_model   in a resumable checkpoint: the best epoch's state dict, or None when it is `model` (the best
+                 epoch is this one) or there is no best yet; absent in checkpoints written before it was kept
     rng          states of the NumPy sampler and dropout generators, torch (CPU, CUDA), `random`;
                  with several processes, a list of them indexed by rank (each with the shared order's too)
     world_size   number of processes that trained it (absent before it was recorded: 1)

@@ -138,8 +138,17 @@ def same_run_on_every_rank(description: dict[str, Any], data: SequenceData, worl
 def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
                   world: World, log: Callable[[str], None], new_count: bool = False) -> State:
     """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
-    it and hands it to every rank, and each takes its own random state from it."""
-    latest, best_state = world.broadcast(read_latest(folder, log) if world.main else None)
+    it, settles the best epoch's weights (`best_weights`) and hands both to every rank, and each takes its own
+    random state from it. A checkpoint whose best weights are gone is refused on every rank alike."""
+    refusal = latest = best_state = None
+    if world.main:
+        try:
+            latest, best_state = read_latest(folder, log)
+        except CheckpointError as err:
+            refusal = str(err)
+    latest, best_state, refusal = world.broadcast((latest, best_state, refusal))
+    if refusal is not None:
+        raise CheckpointError(refusal)
     if latest is None:
         log(f"no checkpoint in {relative(folder.path)} yet: starting from epoch 0")
         return State()
@@ -154,9 +163,67 @@ def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimi
 
 
 def read_latest(folder: RunFolder, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The folder's newest readable checkpoint and, if there is one, the best epoch's weights."""
+    """The folder's newest readable checkpoint and, if there is one, the weights of the best epoch it records
+    (`best_weights`, which puts best.pt right where it disagrees)."""
     latest = folder.load_latest(log)
-    return latest, folder.load_best_state() if latest is not None else None
+    if latest is None:
+        return None, None
+    return latest, best_weights(folder, latest, log)
+
+
+def best_epoch_of(ckpt: dict[str, Any]) -> int:
+    """The epoch whose weights a best.pt holds (its record's; the checkpoint's own epoch for a bare one)."""
+    return int((ckpt.get("best") or {}).get("epoch", ckpt["epoch"]))
+
+
+def best_weights(folder: RunFolder, latest: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The weights of the best epoch that `latest` (the checkpoint a run resumes from) records, with best.pt made
+    to agree with that record: a best.pt of another epoch (written just before a kill, or newer than a prev.pt
+    the run falls back to) or a missing one is written again from these weights, and a best.pt of an epoch
+    after the record's first evaluation is removed. Weights that cannot be found are refused, never replaced
+    by others.
+
+    A resumable checkpoint carries its best epoch's weights (`best_model`, None when they are its own); one
+    written before it carried them is settled by best.pt, when best.pt holds the recorded epoch.
+    """
+    record = latest.get("best") or {}
+    found = folder.load_best(log)
+    if not record:
+        if found is not None:
+            log(f"note: {relative(folder.best)} is of epoch {best_epoch_of(found)}, after the checkpoint resumed "
+                f"from (epoch {latest['epoch']}, no evaluation yet): removed")
+            folder.best.unlink()
+        return None
+    epoch = int(record["epoch"])
+    if latest.get("best_model") is not None:
+        weights = latest["best_model"]
+    elif "best_model" in latest or epoch == int(latest["epoch"]):
+        weights = latest["model"]
+    elif found is not None and best_epoch_of(found) == epoch:
+        weights = found["model"]
+    else:
+        held = f"holds epoch {best_epoch_of(found)}" if found is not None else "is missing"
+        raise CheckpointError(
+            f"{relative(folder.best)} {held}, but the checkpoint resumed from (epoch {latest['epoch']}) records its "
+            f"best at epoch {epoch}, whose weights are nowhere else (a checkpoint written before they were kept "
+            "in it); resume is refused rather than returning other weights as the best: start over with overwrite "
+            "(--overwrite)"
+        )
+    if found is None or best_epoch_of(found) != epoch:
+        held = f"held epoch {best_epoch_of(found)}" if found is not None else "was missing"
+        log(f"note: {relative(folder.best)} {held}; written again with epoch {epoch}'s weights, the best the "
+            f"checkpoint resumed from (epoch {latest['epoch']}) records")
+        folder.save_best(best_payload(latest, weights))
+    return weights
+
+
+def best_payload(latest: dict[str, Any], weights: dict[str, Any]) -> dict[str, Any]:
+    """best.pt for the best epoch `latest` records, with `weights`: what `checkpoint_payload` wrote at that epoch."""
+    epoch = int(latest["best"]["epoch"])
+    keep = ("config", "train", "data", "world_size")
+    return {**{k: latest[k] for k in keep if k in latest}, "model": weights, "optimizer": None, "epoch": epoch,
+            "history": [row for row in latest["history"] if row["epoch"] <= epoch], "best": latest["best"],
+            "rng": None}
 
 
 def checkpoint_payload(job: Job, state: State,
@@ -170,4 +237,12 @@ def checkpoint_payload(job: Job, state: State,
         "optimizer": job.optimizer.state_dict() if rng is not None else None,
         "epoch": state.epoch, "history": state.history, "best": state.best,
         "rng": rng, "world_size": job.world.size,
-    }
+    } | ({"best_model": _best_model(state)} if rng is not None else {})
+
+
+def _best_model(state: State) -> dict[str, torch.Tensor] | None:
+    """The best epoch's weights for a resumable checkpoint: None when they are its own (the best epoch is this
+    one, or there is none yet), so a checkpoint written at an improvement holds them once."""
+    if not state.best or int(state.best["epoch"]) == state.epoch:
+        return None
+    return state.best_state

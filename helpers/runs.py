@@ -4,7 +4,8 @@
                   processes)
     last.pt       the newest checkpoint, with optimiser and random-generator state (resumable)
     prev.pt       the one before it, kept in case last.pt is damaged
-    best.pt       the best epoch by validation (weights only)
+    best.pt       the best epoch by validation (weights only; its `epoch` is that epoch); the resumable checkpoints
+                  carry the same weights (`best_model`), so a resumed run puts best.pt right where it disagrees
     history.csv   one row per epoch: loss, seconds, the metrics when evaluated, and the device that trained it
 
 Every write is atomic, and `last.pt` exists at every instant once written: a run killed
@@ -157,6 +158,12 @@ class RunFolder:
                 log(f"warning: {err}; falling back to the previous good checkpoint")
         return max(found, key=lambda c: c["epoch"]) if found else None
 
-    def load_best_state(self) -> dict[str, Any] | None:
-        """The best epoch's weights, if best.pt exists."""
-        return read_checkpoint(self.best)["model"] if self.best.exists() else None
+    def load_best(self, log: Callable[[str], None]) -> dict[str, Any] | None:
+        """best.pt, if it exists and is readable (an unreadable one is reported and taken as missing)."""
+        if not self.best.exists():
+            return None
+        try:
+            return read_checkpoint(self.best)
+        except CheckpointError as err:
+            log(f"warning: {err}; taken as missing")
+            return None

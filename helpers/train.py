@@ -42,7 +42,7 @@ from helpers import settings
 from helpers.checkpoint import read_checkpoint, same_data_as
 from helpers.data import SequenceData, Split, leave_one_out, load
 from helpers.distributed import BACKENDS, SINGLE_PROCESS, SharedEvaluator, World, process_group, sync_gradients, wrap
-from helpers.errors import ConfigError, NonFiniteError
+from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.fetch import sha256_of
 from helpers.losses import compute_loss, make_loss_fn
 from helpers.model import SSEPT, transfer_encoder
@@ -367,6 +367,8 @@ def fit(
     world.barrier()  # when `fit` returns on any rank, rank 0 has written everything
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
+    elif state.best:  # never the last weights under the best epoch's metrics
+        raise CheckpointError(f"the weights of the best epoch ({state.best['epoch']}) are missing")
     model.eval()
     return FitResult(model, pd.DataFrame(state.history), state.best, folder.path if folder else None,
                      device_description(dev), reason)
