@@ -49,6 +49,10 @@ SCORE_BLOCK = 16384
 class Scorer(Protocol):
     """Anything with a window length and `predict(users, seqs, candidates)`.
 
+    With `candidates=None`, `predict` scores every item id 0..n_items (B, n_items + 1). Column 0 is the
+    padding: its score is never read as an item's (the full ranking excludes it itself,
+    `metrics.blockwise_full_ranks`), so a scorer need not write -inf there.
+
     A scorer may also have `block_scorer(users, seqs)`, a function from a block of item ids to their
     scores (`SSEPT.block_scorer`): then the whole catalogue is never scored at once (`catalogue_scorer`).
     """

@@ -16,6 +16,9 @@ import torch
 
 from helpers.errors import NonFiniteError
 
+#: The item id of the padding: a column of the full scores, never a ranked item.
+PADDING = 0
+
 
 def sampled_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks for (B, 1 + N) scores whose column 0 is the held-out item; every score must be finite."""
@@ -28,8 +31,8 @@ def sampled_ranks(scores: torch.Tensor) -> torch.Tensor:
 def full_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Ranks of `targets` (B,) among all columns of `scores` (B, n_items + 1), itself excluded.
 
-    Excluded items may be -inf (padding, removed history); NaN anywhere, +inf, or a
-    target that is not finite is an error.
+    Column 0 (the padding) is never a competitor, whatever it holds; removed items may be -inf.
+    NaN or +inf in any other column, or a target that is not finite, is an error.
     """
     return blockwise_full_ranks(lambda items: scores[:, items], targets, [(0, scores.shape[1])])
 
@@ -41,9 +44,10 @@ def blockwise_full_ranks(
     """`full_ranks` of the scores `score(items)` (B, C) gives for blocks of item ids, one block at a time.
 
     `blocks` are the [start, end) ranges that cover the columns; `removed`, (rows, items) pairs to score
-    -inf (a user's history; never the target). A rank is the count of other items scoring at least the
-    target's score, which comes from `score(targets)`; NaN or +inf in any block (after removal), or a
-    target that is not finite, is an error naming the counts over all blocks.
+    -inf (a user's history; never the target). A rank is the count of other real items (ids from 1: item 0,
+    the padding, is excluded here, whatever the scorer gives it) scoring at least the target's score, which
+    comes from `score(targets)`; NaN or +inf in any block (after removal), or a target that is not finite,
+    is an error naming the counts over all blocks.
     """
     target_scores = score(targets).float().diagonal()
     rows = torch.arange(targets.shape[0], device=targets.device)
@@ -52,6 +56,8 @@ def blockwise_full_ranks(
     for start, end in blocks:
         items = torch.arange(start, end, device=targets.device)
         block = score(items).float().clone()
+        if start <= PADDING < end:
+            block[:, PADDING - start] = float("-inf")  # no item: never a competitor
         if removed is not None:
             inside = (removed[1] >= start) & (removed[1] < end)
             block[removed[0][inside], removed[1][inside] - start] = float("-inf")
