@@ -4,7 +4,7 @@
 `scripts/gpu_speed.sh` trains several candidate settings in parallel until its deadline and rescores each best
 checkpoint with full ranking (`full_test.json` in the run folder). This collects, per run: its settings (what
 differs from the faithful recipe), the epochs it reached, the epoch validation picked with its sampled metrics,
-the full-ranking test metrics of that checkpoint, and whether it meets the quality target of issue 25; the
+the full-ranking test metrics of that checkpoint, and whether it meets the quality target (`QUALITY_TARGET`); the
 histories go into one long CSV (a `run` column), so the curves can be drawn without the run folders.
 """
 
@@ -42,9 +42,10 @@ def differs_from_faithful(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(ours.items()) if k not in EXECUTION and theirs.get(k, v) != v}
 
 
-def meets(record: dict[str, float]) -> bool:
-    """Every half of the quality target at once."""
-    return all(record.get(k, 0.0) >= v for k, v in QUALITY_TARGET.items())
+def meets(record: dict[str, float | None]) -> bool:
+    """Every half of the quality target at once; a metric that is missing or None (no full_test.json, or an
+    empty one from a timed-out evaluation) does not meet it."""
+    return all((got := record.get(k)) is not None and got >= v for k, v in QUALITY_TARGET.items())
 
 
 def candidate_record(folder: str | Path) -> dict[str, Any]:
