@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -82,27 +82,53 @@ def device_description(device: torch.device) -> str:
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file through `write(fileobj)` into a temporary file, fsync, then rename.
+    """Write a file through `write(fileobj)` into a temporary file, fsync, rename, then fsync the folder.
 
     A crash at any point leaves either the old file or the complete new one, never a
-    partial file, because the rename within one folder is atomic.
+    partial file, because the rename within one folder is atomic; the folder's fsync makes the
+    rename itself survive a power cut. The file gets the usual permissions (0o666 less the umask,
+    applied by the system as `open` does: the process-wide umask is never read by setting it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, `.NAME.RANDOM.tmp`, open for writing, with mode 0o666 less the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk, where the system allows it (not on Windows, nor on
+    some mounted file systems such as Google Drive's, which refuse it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def relative(path: str | Path) -> str:
