@@ -2,7 +2,10 @@
 
 `fetch(name)` returns the local path of a file in `FILES`, taken from the data folder, a
 mirror folder (`$SSEPT_DATA_MIRROR`) or the public URLs, always checked against its
-SHA-256 and written atomically. Parsing what was fetched lives in `helpers.data`.
+SHA-256 and written atomically. A download is streamed to a temporary file, at most
+`MAX_DOWNLOAD_BYTES`, and checked before it is kept; an archive is checked against its own
+checksum before it is opened, and its member is decompressed (at most as many bytes) and
+checked before it is kept. Parsing what was fetched lives in `helpers.data`.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +37,8 @@ DEFAULT_DATA_DIR = (_CHECKOUT_DATA if (_CHECKOUT_DATA / "README.md").is_file()
 DOWNLOAD_TIMEOUT_S = 60
 #: Bytes read at a time when hashing or copying a file (1 MiB).
 READ_CHUNK_BYTES = 1 << 20
+#: The most bytes a download, or a member decompressed from it, may have (every listed file has under 10 MB).
+MAX_DOWNLOAD_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class RemoteFile:
     sha256: str  # expected SHA-256 of the file's bytes
     urls: tuple[str, ...]  # public sources, tried in order
     zip_member: str | None = None  # when the URL is a zip archive, the member to extract
+    archive_md5: str | None = None  # with `zip_member`: the archive's MD5 as its publisher lists it (GroupLens)
 
 
 _SASREC = "https://raw.githubusercontent.com/kang205/SASRec/master/data/"
@@ -64,12 +72,14 @@ FILES: dict[str, RemoteFile] = {
         "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
         (_GROUPLENS + "ml-100k.zip",),
         zip_member="ml-100k/u.data",
+        archive_md5="0e33842e24a9c977be4e0107933c0723",
     ),
     "ml-1m-movies": RemoteFile(
         "ml-1m-movies.dat",
         "0140fc2356357c1a851d0f52e893a1e4d3696df632c4141cea8d5bc3d621f0b9",
         (_GROUPLENS + "ml-1m.zip",),
         zip_member="ml-1m/movies.dat",
+        archive_md5="c4d9eecfca2ab87c1945afe126590906",
     ),
     "ml-1m-item-ids": RemoteFile(
         "ml-1m-item-ids.txt",
@@ -118,13 +128,55 @@ def _copy_verified(src: Path, dest: Path, spec: RemoteFile) -> Path:
     return atomic_write(dest, write)
 
 
-def _download(url: str, spec: RemoteFile) -> bytes:
+def _copy_capped(read: Callable[[int], bytes], out: io.BufferedIOBase, what: str,
+                 digests: tuple[hashlib._Hash, ...]) -> None:
+    """Copy `read`'s chunks to `out`, updating `digests`; refuse more than `MAX_DOWNLOAD_BYTES` bytes."""
+    total = 0
+    for chunk in iter(lambda: read(READ_CHUNK_BYTES), b""):
+        total += len(chunk)
+        if total > MAX_DOWNLOAD_BYTES:
+            raise DataError(f"{what} has more than {MAX_DOWNLOAD_BYTES} bytes (MAX_DOWNLOAD_BYTES): refused")
+        for digest in digests:
+            digest.update(chunk)
+        out.write(chunk)
+
+
+def _checked_write(dest: Path, read: Callable[[int], bytes], what: str, spec: RemoteFile) -> Path:
+    """Stream `read` into `dest` through a temporary file, kept only if its SHA-256 is the listed one."""
+
+    def write(out: io.BufferedIOBase) -> None:
+        digest = hashlib.sha256()
+        _copy_capped(read, out, what, (digest,))
+        if digest.hexdigest() != spec.sha256:
+            raise DataError(f"SHA-256 mismatch for {what}: expected {spec.sha256}, got {digest.hexdigest()}")
+
+    return atomic_write(dest, write)
+
+
+def _download(url: str, spec: RemoteFile, dest: Path) -> Path:
+    """`url`'s file (or the member of its archive) at `dest`, checked before anything is kept or decompressed."""
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 (fixed https URLs)
-        payload = resp.read()
-    if spec.zip_member is not None:
-        with zipfile.ZipFile(io.BytesIO(payload)) as zf:
-            payload = zf.read(spec.zip_member)
-    return payload
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_DOWNLOAD_BYTES:
+            raise DataError(f"{url} has more than {MAX_DOWNLOAD_BYTES} bytes (MAX_DOWNLOAD_BYTES): refused")
+        if spec.zip_member is None:
+            return _checked_write(dest, resp.read, url, spec)
+        if spec.archive_md5 is None:
+            raise DataError(f"{url} is an archive without a listed checksum (archive_md5): not opened")
+        with tempfile.TemporaryFile() as archive:  # deleted when closed, whatever happens
+            md5 = hashlib.md5(usedforsecurity=False)
+            _copy_capped(resp.read, archive, url, (md5,))
+            if md5.hexdigest() != spec.archive_md5:
+                raise DataError(f"MD5 mismatch for the archive {url}: expected {spec.archive_md5}, "
+                                f"got {md5.hexdigest()}; not opened")
+            archive.seek(0)
+            with zipfile.ZipFile(archive) as zf:
+                info = zf.getinfo(spec.zip_member)
+                if info.file_size > MAX_DOWNLOAD_BYTES:
+                    raise DataError(f"{spec.zip_member} in {url} has more than {MAX_DOWNLOAD_BYTES} bytes "
+                                    "(MAX_DOWNLOAD_BYTES): not decompressed")
+                with zf.open(info) as member:
+                    return _checked_write(dest, member.read, f"{spec.zip_member} in {url}", spec)
 
 
 def fetch(name: str, folder: str | Path | None = None) -> Path:
@@ -155,15 +207,11 @@ def fetch(name: str, folder: str | Path | None = None) -> Path:
 
     for url in spec.urls:
         try:
-            payload = _download(url, spec)
+            return _download(url, spec, dest)
+        except DataError as err:  # too large, or not the listed file: nothing was kept
+            tried.append(f"{url} ({err})")
         except Exception as err:  # any network or archive failure: try the next source
             tried.append(f"{url} ({type(err).__name__}: {err})")
-            continue
-        got = hashlib.sha256(payload).hexdigest()
-        if got != spec.sha256:
-            tried.append(f"{url} (SHA-256 mismatch: got {got})")
-            continue
-        return atomic_write(dest, lambda f, body=payload: f.write(body))
 
     raise DataError(
         f"could not get {spec.relpath!r} for dataset {name!r}; looked at: {'; '.join(tried)}. "
