@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from helpers import data
 from helpers.errors import ConfigError
 from helpers.history import HistoryIndex
-from helpers.sampler import TrainSampler, partition_by_length, prefetch
+from helpers.sampler import PREFETCH_POLL_S, TrainSampler, partition_by_length, prefetch
 
 
 def _sampler(split: data.Split, seed: int = 0, **kw) -> TrainSampler:
@@ -135,11 +137,15 @@ def test_prefetch_raises_the_threads_error_and_stops_early() -> None:
             made.append(i)
             yield i
 
+    before = set(threading.enumerate())
     stream = prefetch(endless(), depth=2)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    (thread,) = [t for t in threading.enumerate() if t not in before and t.name == "prefetch"]
     stream.close()  # stops the thread: nothing more is made
+    assert not thread.is_alive()
     settled = len(made)
     assert settled <= 3 + 2 + 1
+    time.sleep(5 * PREFETCH_POLL_S)  # a thread still running would have made more by now
     assert len(made) == settled
 
 
