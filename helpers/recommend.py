@@ -14,24 +14,21 @@ one (`UNKNOWN_USER_MODES`):
   how user SSE fed most training sequences (with probability `p_user` = 0.92 a
   sequence carried a random user's id), so the model has learnt to work under it;
 - `zero`: a zero user vector (the user part then adds nothing).
-`artifacts/unknown_user.json` measures each on ML-1M (`docs/own_data.md`): `mean` and
-`random` score within 0.002 NDCG@10 of the users' own ids, `zero` loses up to 0.02, and
-the default is `mean` (`DEFAULT_UNKNOWN_USER`). SASRec has no user part: every mode is the same.
+`python -m helpers.studies.unknown_user` measures each on ML-1M (`artifacts/unknown_user.json`,
+docs/own_data.md), which chose the default, `mean` (`DEFAULT_UNKNOWN_USER`). SASRec has no user
+part: every mode is the same.
 
 Command line:
 `python -m helpers.recommend --checkpoint PATH --dataset NAME (--user ID | --items ID [ID ...])
 [--k 10] [--titles] [--json] [--allow-repeats] [--unknown-user MODE] [--allow-other-data]`; with a
 converted dataset (id maps beside it, see `helpers.convert`) ids are the original ones. Other data than
 the checkpoint was trained on (by content) is refused unless `--allow-other-data`.
-`python -m helpers.recommend measure-unknown-user --out FILE` writes the measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,18 +40,18 @@ from torch import nn
 
 from helpers.checkpoint import OTHER_DATA_FLAG, check_data
 from helpers.convert import IdMaps, read_id_maps
-from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, Split, leave_one_out, load, movie_titles
+from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, load, movie_titles
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from helpers.evaluate import SCORE_BLOCK, Evaluator, Scorer, catalogue_scorer, item_blocks, n_items_of
+from helpers.evaluate import SCORE_BLOCK, Scorer, catalogue_scorer, item_blocks, n_items_of
 from helpers.model import SSEPT, load_checkpoint
-from helpers.settings import PROTOCOLS
-from helpers.utils import UNKNOWN_USER_STREAM, atomic_write, cpu_name, get_device, run_cli
+from helpers.utils import UNKNOWN_USER_STREAM, get_device, run_cli
 
 UNKNOWN_USER_MODES = ("mean", "random", "zero")
-#: Chosen from `artifacts/unknown_user.json` (docs/own_data.md): on ML-1M, `mean` and `random`
-#: are both within 0.002 of the users' own ids in NDCG@10 and HR@10 (both protocols, both
-#: SSE-PT checkpoints), and `mean` costs one forward pass instead of `RANDOM_DRAWS`.
+#: Chosen by the unknown-user study (`UNKNOWN_USER_STUDY`; docs/own_data.md): `mean` scores as well as
+#: `random` and costs one forward pass instead of `RANDOM_DRAWS`.
 DEFAULT_UNKNOWN_USER = "mean"
+#: The command that measures the unknown-user modes on ML-1M.
+UNKNOWN_USER_STUDY = "python -m helpers.studies.unknown_user"
 #: Users whose scores `random` averages.
 RANDOM_DRAWS = 8
 #: Row 0 of the user table is never trained (user ids start at 1, and user SSE draws
@@ -262,64 +259,6 @@ def top_k(score: Callable[[torch.Tensor], torch.Tensor], allowed: np.ndarray, k:
     return Recommendations(best_items, best_scores.astype(np.float32))
 
 
-# --------------------------------------------------------------------------- measuring the unknown-user choice
-
-
-def measure_unknown_user(
-    models: dict[str, SSEPT], split: Split, which: str = "test", seed: int = 0, draws: int = RANDOM_DRAWS,
-    protocols: Sequence[str] = PROTOCOLS,
-) -> list[dict[str, Any]]:
-    """NDCG@10, HR@10 and MRR of each model with its users' own ids and with each unknown-user mode.
-
-    A SASRec model (no user part) gets one row per protocol: its user ids are never used.
-    """
-    evaluators = {p: Evaluator(split, which, p, seed) for p in protocols}
-    rows = []
-    for name, model in models.items():
-        variants: dict[str, Scorer] = {"own id": model}
-        if model.user_emb is not None:
-            variants |= {f"unknown: {m}": UnknownUser(model, m, draws) for m in UNKNOWN_USER_MODES}
-        else:
-            variants = {"none (no user part)": model}
-        for label, scorer in variants.items():
-            for protocol, evaluator in evaluators.items():
-                t0 = time.perf_counter()
-                metrics = evaluator(scorer)
-                rows.append({"model": name, "user vector": label, "protocol": protocol,
-                             **{key: metrics[key] for key in ("ndcg@10", "hr@10", "mrr", "users")},
-                             "seconds": round(time.perf_counter() - t0, 2)})
-    return rows
-
-
-def measure_main(argv: list[str]) -> int:
-    """`measure-unknown-user`: write the unknown-user table of ML-1M checkpoints as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.recommend measure-unknown-user",
-                                     description=measure_unknown_user.__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", nargs="+", default=["artifacts/ml1m_ssept.pt",
-                        "artifacts/ml1m_ssept_faithful.pt", "artifacts/ml1m_sasrec.pt"])
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--draws", type=int, default=RANDOM_DRAWS, help="users averaged by the 'random' mode")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
-    parser.add_argument("--out", required=True, help="JSON file to write")
-    args = parser.parse_args(argv)
-    split = leave_one_out(load(args.dataset))
-    models = {path: load_checkpoint(path, "cpu")[0] for path in args.checkpoints}
-    t0 = time.time()
-    rows = measure_unknown_user(models, split, "test", args.seed, args.draws)
-    record = {
-        "command": "python -m helpers.recommend measure-unknown-user " + " ".join(argv),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used",
-        "note": "seconds: wall time of each row on a CPU shared with other jobs, so they vary between runs",
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "dataset": args.dataset, "split": "test", "seed": args.seed, "random_draws": args.draws,
-        "wall_seconds": round(time.time() - t0, 1), "rows": rows,
-    }
-    text = json.dumps(record, indent=2)
-    atomic_write(args.out, lambda f: f.write(text.encode()))
-    print(text)
-    return 0
-
-
 # --------------------------------------------------------------------------- command line
 
 
@@ -388,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["measure-unknown-user"]:
-        return measure_main(argv[1:])
+        raise ConfigError(f"'python -m helpers.recommend measure-unknown-user' is now '{UNKNOWN_USER_STUDY}' "
+                          "(the same options)")
     args = _parser().parse_args(argv)
     if args.titles and args.dataset != "ml-1m":
         raise ConfigError("--titles needs --dataset ml-1m (titles are known for ML-1M only)")

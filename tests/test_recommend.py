@@ -17,6 +17,7 @@ from helpers.evaluate import Evaluator
 from helpers.model import SSEPT
 from helpers.notebook.session import history_and_recommendations
 from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies.unknown_user import measure_unknown_user
 from helpers.train import fit
 from helpers.utils import run_cli
 
@@ -229,10 +230,17 @@ def test_unknown_user_measurement_runs(small_split_file: Path) -> None:
     ssept, sasrec = SSEPT(config), SSEPT(replace(config, user_dim=0))
     metrics = Evaluator(split, "test", "full")(recommend.UnknownUser(ssept, "random"))
     assert 0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1
-    rows = recommend.measure_unknown_user({"ssept": ssept, "sasrec": sasrec}, split, protocols=("full",))
+    rows = measure_unknown_user({"ssept": ssept, "sasrec": sasrec}, split, protocols=("full",))
     labels = [(r["model"], r["user vector"]) for r in rows]
     assert labels == [("ssept", "own id"), ("ssept", "unknown: mean"), ("ssept", "unknown: random"),
                       ("ssept", "unknown: zero"), ("sasrec", "none (no user part)")]
+
+
+def test_the_unknown_user_study_left_the_recommend_command() -> None:
+    """The measurement is a study of its own; the old subcommand names the new command."""
+    with pytest.raises(ConfigError, match=r"is now 'python -m helpers\.studies\.unknown_user'"):
+        recommend.main(["measure-unknown-user", "--out", "x.json"])
+    assert not hasattr(recommend, "measure_unknown_user") and not hasattr(recommend, "measure_main")
 
 
 # --------------------------------------------------------------------------- command line, end to end
