@@ -46,8 +46,8 @@ TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 #: longest legitimate wait is rank 0 writing a checkpoint while the others wait at the next step.
 TIMEOUT_S = 600.0
 #: Seconds a rank other than 0 waits before reporting a project error: rank 0 meets the same error
-#: (same settings, same files) and reports it, and torchrun stops the others once it has exited (1.4 s
-#: after its message on the loaded 2-core test machine), so the message shows once. Only an error that
+#: (same settings, same files) and reports it, and torchrun stops the others once it has exited, well
+#: within this wait (docs/model.md, "Several processes"), so the message shows once. Only an error that
 #: rank 0 does not meet waits this long.
 REPORT_GRACE_S = 10.0
 

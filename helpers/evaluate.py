@@ -38,11 +38,10 @@ SPLITS = ("valid", "test")
 #: Users per evaluation batch when none is given, on a CPU and elsewhere (see `batch_size_for`).
 EVAL_BATCH_CPU, EVAL_BATCH_ELSEWHERE = 32, 256
 #: Items scored at once when the whole catalogue is ranked (full protocol, recommendations): about
-#: batch x SCORE_BLOCK floats at a time, whatever the catalogue's size. Measured on the 2-core AMD EPYC
-#: (one thread, shared with four training runs), one batch of 32 users of a 1,000,000-item model: SASRec
-#: 0.50 s against 0.56 s (4,096 or 65,536 items per block), 0.69 s (1,024) and 1.29 s (all at once);
-#: SSE-PT with a copy bonus 1.09 s against 1.12-1.79 s and 2.38 s; 13-21 MB above the model instead of
-#: 404 MB (`python -m helpers.studies.large_catalogs`). The ranks were the same at every size.
+#: batch x SCORE_BLOCK floats at a time, whatever the catalogue's size. The fastest block size of those
+#: measured on a million-item model, at a small fraction of the memory of scoring every item at once
+#: (`python -m helpers.studies.large_catalogs`; docs/scale.md, "Evaluation at a million items"); the
+#: ranks do not depend on it.
 SCORE_BLOCK = 16384
 
 
@@ -207,10 +206,9 @@ def by_target_popularity(evaluator: Evaluator, ranks: np.ndarray, groups: int = 
 def batch_size_for(device: torch.device) -> int:
     """Users per evaluation batch when none is given: small on a CPU, larger elsewhere.
 
-    On the 2-core CPU, SSE-PT evaluated all of ML-1M with 32 users per batch in 1.7-2.4 s
-    against 2.0-3.5 s with 256, timed in the same processes (`artifacts/bench_cpu_eval.json`);
-    the ranks are identical, since each user's scores come from their own row. A GPU is
-    launch-bound, so fewer, larger batches suit it (docs/speed.md).
+    On a CPU, smaller batches evaluate faster (docs/speed.md, "On the CPU"); a GPU is launch-bound,
+    so fewer, larger batches suit it. The ranks do not depend on it: each user's scores come from
+    their own row.
     """
     return EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_ELSEWHERE
 

@@ -6,7 +6,7 @@ gives the same batches. No Python loop runs per item or per user.
 With several processes (`helpers.distributed`), `batch_size` is the global batch: every rank draws
 the same order of users from a generator shared by all ranks (`order_rng`), cuts the same global
 batches, and trains its share of each; its own draws (windows, negatives, SSE) come from its own
-generator (`draw_rng`). With one process both are the same generator, as they always were.
+generator (`draw_rng`). With one process both are the same generator.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class TrainSampler:
         rank `rank` trains every `world`-th user of each global batch of `batch_size` users.
 
         `negatives` > 0 draws that many negatives per batch for the sampled softmax (`SharedNegatives`),
-        "uniform" or by the trained users' "popularity"; with 0 nothing more is drawn than before.
+        "uniform" or by the trained users' "popularity"; with 0 no such draw is made.
         """
         for label, p in (("p_user", p_user), ("p_item", p_item), ("p_sub", p_sub)):
             if not 0.0 <= p <= 1.0:
@@ -285,7 +285,7 @@ class TrainSampler:
             k = int(swap.sum())
             seq[swap] = rng.integers(1, self.data.n_items + 1, size=k)
             pos[swap] = rng.integers(1, self.data.n_items + 1, size=k)
-        if self.shared is None:  # drawn last and only for the sampled softmax: other losses draw as before
+        if self.shared is None:  # only the sampled softmax draws shared negatives, after everything else
             return Batch(fed_users, seq, pos, neg)
         return Batch(fed_users, seq, pos, neg, **self.shared.batch_fields(rng, pos))
 

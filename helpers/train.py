@@ -85,11 +85,11 @@ AUTO_CHUNKS_ELSEWHERE = 1
 
 
 def pieces_per_batch(config: TrainConfig, device: torch.device) -> int:
-    """`config.chunks`, or for 0 (auto) the faster choice measured on each device (docs/speed.md).
+    """`config.chunks`, or for 0 (auto) the faster choice on each device (`AUTO_CHUNKS`).
 
-    On a CPU the work grows with the padded cells, so 4 pieces of similar length win (20.6 s
-    against 32.9 s per SSE-PT epoch on 2 cores); on a GPU each piece is launch-bound, so
-    one whole batch wins (0.42 s against 1.82 s on an H200). The gradient is the same.
+    On a CPU the work grows with the padded cells, so 4 pieces of similar length win; on a GPU
+    each piece is launch-bound, so one whole batch wins (the timings: docs/speed.md, "On the CPU"
+    and "On a GPU"). The gradient is the same.
     """
     if config.chunks:
         return config.chunks
@@ -208,7 +208,7 @@ def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig,
 
     With several processes every rank builds the same model and the same order of users, and draws
     its share (windows, negatives, SSE, dropout) from streams of (seed, rank); one process draws
-    exactly what it always drew.
+    from the seed's own streams (`helpers.utils`).
     """
     data = split.data
     if (model_config.n_users, model_config.n_items) != (data.n_users, data.n_items):

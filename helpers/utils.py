@@ -27,7 +27,7 @@ FRACTION_STREAM = 7
 UNKNOWN_USER_STREAM = 16
 # With several processes (torchrun), each rank draws from `default_rng([seed, STREAM, rank])`
 # (`helpers.distributed.rank_generator`): its dropout masks from DROPOUT_STREAM's, and these. One
-# process keeps the streams above, so a single-process run draws exactly what it always drew.
+# process draws from the streams above alone.
 #: A rank's share of the training draws: SSE-PT++ windows, negatives, SSE (the epoch's order stays shared).
 RANK_DRAWS_STREAM = 8
 #: A rank's seed for torch's own generators (dropout off the CPU).
