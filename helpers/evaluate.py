@@ -182,22 +182,27 @@ class Evaluator:
 
 
 def by_target_popularity(evaluator: Evaluator, ranks: np.ndarray, groups: int = 5) -> pd.DataFrame:
-    """Metrics of the evaluated users in `groups` near-equal groups by how often their held-out
-    item occurs in the training part, rarest first. `ranks` are `evaluator.ranks(model)`.
+    """Metrics of the evaluated users in up to `groups` groups by how often their held-out item occurs in
+    the training part, rarest first. `ranks` are `evaluator.ranks(model)`.
 
-    Each row: the popularity range, the number of users, and `summarize`'s metrics.
+    The groups are as near equal in size as whole counts allow: every user whose item has the same count is in
+    the same group, so the groups' count ranges never overlap. Each row: the count range, the number of users,
+    and `summarize`'s metrics.
     """
     split = evaluator.split
     if ranks.shape != evaluator.users.shape:
         raise ConfigError(f"ranks has shape {ranks.shape}, but the evaluator has {evaluator.users.size} users")
     popularity = item_popularity(split.data, split.train_len)[evaluator.targets_all[evaluator.users]]
     order = np.argsort(popularity, kind="stable")
+    ordered = popularity[order]
+    # Equal-size cut points, each moved back to the first user of its count so that no count is split.
+    cuts = np.searchsorted(ordered, ordered[np.arange(1, groups) * ordered.size // groups], side="left")
     rows = {}
-    for i, members in enumerate(np.array_split(order, groups)):
+    for members in np.split(order, np.unique(cuts)):
         if members.size == 0:
             continue
         pop = popularity[members]
-        rows[f"{i + 1}: {pop.min()}-{pop.max()}"] = {"users": members.size, **summarize(ranks[members])}
+        rows[f"{len(rows) + 1}: {pop.min()}-{pop.max()}"] = {"users": members.size, **summarize(ranks[members])}
     frame = pd.DataFrame(rows).T
     frame.index.name = "held-out item's training count"
     return frame.astype({"users": int})

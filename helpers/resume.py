@@ -136,10 +136,12 @@ def same_run_on_every_rank(description: dict[str, Any], data: SequenceData, worl
 
 
 def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
-                  world: World, log: Callable[[str], None], new_count: bool = False) -> State:
+                  world: World, log: Callable[[str], None], new_count: bool = False,
+                  epochs: int | None = None) -> State:
     """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
     it, settles the best epoch's weights (`best_weights`) and hands both to every rank, and each takes its own
-    random state from it. A checkpoint whose best weights are gone is refused on every rank alike."""
+    random state from it. A checkpoint whose best weights are gone is refused on every rank alike. `epochs`,
+    the run's budget, only words the log line: a run that has trained them all is reloaded, not resumed."""
     refusal = latest = best_state = None
     if world.main:
         try:
@@ -158,7 +160,11 @@ def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimi
     stored = latest.get("world_size", 1)
     changed = (f" with {world.size} process(es) instead of {stored}: the weights and the optimizer go on, the "
                "random streams start afresh" if stored != world.size else "")
-    log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}{changed}")
+    if epochs is not None and latest["epoch"] >= epochs:
+        log(f"{relative(folder.path)} has trained all {epochs} epochs: reloading it (best epoch "
+            f"{latest['best'].get('epoch', 'none')})")
+    else:
+        log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}{changed}")
     return State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
 
 

@@ -350,7 +350,7 @@ def fit(
     if folder is not None:
         prepare_folder(folder, description, resume, overwrite, world, new_process_count)
         if resume:
-            state = restore_state(folder, model, optimizer, sampler, world, log, new_process_count)
+            state = restore_state(folder, model, optimizer, sampler, world, log, new_process_count, config.epochs)
     # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
     job = Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
 

@@ -213,3 +213,6 @@ def test_by_target_popularity_by_hand(tmp_path: Path) -> None:
     assert table.loc["2: 3-3", "mrr"] == pytest.approx((1 + 1 / 6) / 2)
     with pytest.raises(ConfigError, match="evaluator has 4 users"):
         by_target_popularity(ev, np.zeros(3), groups=2)
+    # Three groups of four users cannot be equal without splitting a count: a count stays in one group.
+    table = by_target_popularity(ev, np.array([0, 20, 5, 9]), groups=3)
+    assert table.index.tolist() == ["1: 1-1", "2: 3-3"] and table["users"].tolist() == [2, 2]

@@ -123,6 +123,16 @@ def test_a_run_resumes_with_another_epoch_cap_or_compile_mode_only(tmp_path: Pat
         out.check(stored | {"train": stored["train"] | {"bucket": 8}}, resume=True, overwrite=False)
 
 
+def test_a_finished_run_says_it_is_reloaded_not_resumed(tmp_path: Path) -> None:
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    fit(split, _config(split), TC(epochs=2), tmp_path / "run", progress=False)
+    said: list[str] = []
+    again = fit(split, _config(split), TC(epochs=2), tmp_path / "run", resume=True, progress=False, log=said.append)
+    assert said[0].endswith(f"run has trained all 2 epochs: reloading it (best epoch {again.best['epoch']})")
+    fit(split, _config(split), TC(epochs=3), tmp_path / "run", resume=True, progress=False, log=said.append)
+    assert said[-1].startswith("resuming ") and said[-1].endswith("run from epoch 2")
+
+
 @pytest.mark.parametrize("loss", ["bce", "ce", "bce+ce"])
 def test_chunks_give_the_whole_batch_gradient(ml1m_slice: data.SequenceData, loss: str) -> None:
     split = data.leave_one_out(ml1m_slice)
