@@ -59,6 +59,7 @@ from helpers.resume import (
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
 from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.tensorboard_log import TensorBoardLog, require_tensorboard
 from helpers.utils import FRACTION_STREAM, device_description, get_device, run_cli, seed_everything
 
 #: The validation metric that picks the best epoch and drives early stopping.
@@ -330,18 +331,27 @@ def fit(
     log: Callable[[str], None] = tqdm.write,
     world: World = SINGLE_PROCESS,
     new_process_count: bool = False,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    splits: tuple[str, ...] = ("valid", "test"),
 ) -> FitResult:
     """Train a model on `split`; return the best model by validation NDCG@10 and its history.
 
     With several processes (`world`, from `distributed.process_group`) every rank calls `fit` alike:
     rank 0 alone writes `out_dir` and logs, and every rank returns the same result. A run resumes with
     the number of processes it was trained by, or with `new_process_count` with any number.
+
+    `on_epoch(epoch, row)`, when given, is called after each epoch is trained and saved, with its history row
+    (which holds the metrics in the epochs that were evaluated): a TensorBoard log, or a search's pruner, which
+    stops the run by raising (the folder then holds a resumable checkpoint). It reads and changes nothing of the
+    training. `splits` are the splits evaluated: ("valid",) keeps the test split unseen (a hyperparameter search).
     """
+    if "valid" not in splits or not set(splits) <= {"valid", "test"}:
+        raise ConfigError(f"splits must be ('valid',) or ('valid', 'test'), got {splits!r}")
     dev = world.device(get_device(device) if not isinstance(device, torch.device) else device)
     log, progress = world.log(log), progress and world.main
     model, optimizer, sampler, _ = training_setup(split, model_config, config, dev, init_from, world, log)
     evaluators = {w: SharedEvaluator(split, w, config.eval_protocol, config.eval_seed, config.eval_negatives,
-                                     world, dev) for w in ("valid", "test")}
+                                     world, dev) for w in ("valid", "test") if w in splits}
     description = _description(split, model_config, config, init_from, world)
     if world.size > 1:
         same_run_on_every_rank(description, split.data, world)
@@ -363,6 +373,8 @@ def fit(
         bar.update()
         if folder is not None:
             _save(job, folder, state, improved)
+        if on_epoch is not None:
+            on_epoch(state.epoch, dict(row))  # a copy: the hook cannot change the history
     bar.close()
     world.barrier()  # when `fit` returns on any rank, rank 0 has written everything
     if state.best_state is not None:
@@ -422,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="under torchrun: how the processes talk; auto = nccl on CUDA, gloo on a CPU")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="write the training loss, validation metrics, learning rate and seconds per epoch to "
+                             "this TensorBoard folder (rank 0 under torchrun; needs the [tune] extra)")
     _add_dataclass_args(parser, SSEPTConfig, skip=("n_users", "n_items"))
     _add_dataclass_args(parser, TrainConfig, skip=())
     args = parser.parse_args(argv)
@@ -430,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         args.recipe = settings.RENAMED_RECIPES[args.recipe]
     if args.model == "sasrec" and not args.resume:
         print(SASREC_NOTE, file=sys.stderr)
+    if args.tensorboard:
+        require_tensorboard()  # before anything is read or written
     # Under torchrun every process runs this; without it there is no process group.
     with process_group(args.backend, get_device(args.device)) as world:
         return _train(args, world)
@@ -450,8 +467,13 @@ def _train(args: argparse.Namespace, world: World) -> int:
                     kw.setdefault(key[len(prefix):], value)
     model_config = settings.model_config(args.model, split.data.n_users, split.data.n_items, args.recipe, **model_kw)
     config = settings.train_config(args.model, args.recipe, **train_kw)
-    result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
-                 progress=not args.quiet, world=world, new_process_count=args.new_process_count)
+    board = TensorBoardLog(args.tensorboard, config) if args.tensorboard and world.main else None  # rank 0 writes
+    try:
+        result = fit(split, model_config, config, out, args.init_from, args.resume, args.overwrite, args.device,
+                     progress=not args.quiet, world=world, new_process_count=args.new_process_count, on_epoch=board)
+    finally:
+        if board is not None:
+            board.close()
     summary = {"out": str(result.out_dir), "device": result.device, "best": result.best,
                "mean_epoch_seconds": float(result.history["seconds"].mean()), "processes": world.size}
     if world.main:
