@@ -58,6 +58,8 @@ PRUNERS = ("median", "hyperband", "none")
 #: Files the study writes in its folder.
 TRIALS_CSV, BEST_JSON, BEST_PT = "trials.csv", "best.json", "best.pt"
 HISTORY_PNG, IMPORTANCE_PNG = "optimization_history.png", "param_importances.png"
+#: The objective, as the plots name it.
+TARGET_NAME = "validation NDCG@10"
 
 
 @dataclass
@@ -361,7 +363,7 @@ def draw_plots(study: optuna.Study, out: Path | None = None) -> list[str]:
         try:
             with warnings.catch_warnings():  # few trials: "the importance may be inaccurate", said in the docs
                 warnings.simplefilter("ignore")
-                axes = draw(study)
+                axes = draw(study, target_name=TARGET_NAME)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             notes.append(f"{name}: not drawn ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
             continue
