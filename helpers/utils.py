@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -103,6 +104,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def write_json(path: str | Path, value: object, indent: int | None = 2, **dumps: Any) -> Path:
+    """`value` as JSON at `path` (`json.dumps` with `indent` and `dumps`' options), through `atomic_write`."""
+    text = json.dumps(value, indent=indent, **dumps)
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _create_temporary(path: Path) -> tuple[int, str]:
