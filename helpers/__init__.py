@@ -5,11 +5,12 @@ Three layers, one per folder; a layer imports only from the layers above it in t
 - `helpers/` (the core a user imports): settings (`settings`: model and training configs,
   presets), data (`data`, `fetch`, `convert`, `history`, `sampler`), the model (`model`),
   training (`losses`, `train`, `runs`, `checkpoint`), evaluation (`metrics`, `evaluate`,
-  `baselines`) and recommendations (`recommend`), with `utils` and `errors`.
+  `baselines`) and recommendations (`recommend`), with `utils`, `errors` and `machine` (the machine a
+  record was made on).
 - `helpers/notebook/`: what the notebooks share: setup and run records (`session`), the
   committed-notebook checks (`outputs`), figures (`plots`) and results tables (`results`).
-- `helpers/studies/`: studies that drive the core: the transfer study, the short-history
-  study, notebook 02's pretraining plan, the benchmark and the timed GPU run.
+- `helpers/studies/`: studies that drive the core (listed in `helpers/studies/__init__.py`), with what
+  their records share (`records`) and their synthetic data (`synthetic`).
 
 `tests/test_layers.py` reads every module's imports and holds this order, with no circles.
 """

@@ -18,12 +18,13 @@ import torch
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.data import Split
 from helpers.evaluate import Scorer
+from helpers.machine import machine_line
 from helpers.notebook.outputs import PAPER_EPOCHS, RunShown, run_line, tail_epochs
 from helpers.recommend import recommend
 from helpers.runs import RunFolder
 from helpers.settings import TrainConfig
 from helpers.train import SELECTION_METRIC, FitResult
-from helpers.utils import COLAB_DRIVE, REPO_ROOT, atomic_write, cpu_name, device_description, relative
+from helpers.utils import COLAB_DRIVE, REPO_ROOT, atomic_write, device_description, relative
 
 ROOT = REPO_ROOT
 ARTIFACTS = ROOT / "artifacts"
@@ -104,8 +105,8 @@ def save_figure(fig: Any, name: str, export: bool = False) -> list[str]:
 
 
 def machine() -> str:
-    """The CPU model and core count (short enough that a table shows it whole)."""
-    return f"{cpu_name()}, {os.cpu_count()} CPU cores"
+    """The CPU model and core count (short enough that a table shows it whole): `helpers.machine.machine_line`."""
+    return machine_line()
 
 
 def gpu() -> str:

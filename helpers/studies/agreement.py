@@ -9,8 +9,6 @@ reads both run folders' histories and records, per epoch, every metric of each a
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,8 @@ import pandas as pd
 
 from helpers.errors import ConfigError
 from helpers.runs import RunFolder
-from helpers.utils import atomic_write, run_cli
+from helpers.studies.records import timestamp
+from helpers.utils import run_cli, write_json
 
 #: Columns compared: the training loss and every evaluation metric (times are not compared).
 COMPARED = ("loss", "valid_ndcg@10", "valid_hr@10", "valid_mrr", "test_ndcg@10", "test_hr@10", "test_mrr")
@@ -47,7 +46,7 @@ def agreement(first: str | Path, second: str | Path, tolerance: float = TOLERANC
         "first": str(first), "second": str(second), "epochs": [int(e) for e in common],
         "first_metrics": a.reset_index().to_dict("records"), "second_metrics": b.reset_index().to_dict("records"),
         "max_abs_gap": float(gap), "tolerance": tolerance, "agree": bool(gap <= tolerance),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "date": timestamp(),
     }
 
 
@@ -61,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="what the two runs were (stored in the record)")
     args = parser.parse_args(argv)
     record = agreement(args.first, args.second, args.tolerance) | {"note": args.note}
-    text = json.dumps(record, indent=2)
-    atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+    write_json(Path(args.out), record)
     print(f"{args.first} vs {args.second}: epochs {record['epochs']}, largest gap {record['max_abs_gap']:.2e}; "
           f"agree within {args.tolerance}: {record['agree']}")
     return 0

@@ -16,19 +16,15 @@ a `-fp32` suffix (`plain-fp32`) turns off bf16 autocast on CUDA, and `-compile` 
 (`plain-fp32-graphs`) compiles the loss with torch.compile (with CUDA graphs). The warm-up
 epoch's time is reported too: it includes compiling.
 
-`--scale` adds a synthetic 100,000 x 100,000 dataset with ML-1M's length
-distribution (timing `--scale-batches` batches and the evaluation of a user sample).
+`--scale` adds a synthetic 100,000 x 100,000 dataset with ML-1M's length distribution
+(`helpers.studies.synthetic.lengths_like`), timing `--scale-batches` batches and the evaluation of a user sample.
 It is a benchmark, never a test: timings are noisy, compare ratios from one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import re
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -41,13 +37,16 @@ import pandas as pd
 import torch
 
 from helpers import settings
-from helpers.data import SequenceData, Split, leave_one_out, load, pairs_to_sequences
+from helpers.data import SequenceData, Split, leave_one_out, load
 from helpers.evaluate import Evaluator
+from helpers.machine import machine
 from helpers.model import SSEPT
 from helpers.sampler import TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies.records import peak_rss_mb, timestamp
+from helpers.studies.synthetic import lengths_like
 from helpers.train import train_epoch, training_setup
-from helpers.utils import atomic_write, cpu_name, device_description, get_device, run_cli
+from helpers.utils import device_description, get_device, run_cli, write_json
 
 #: The preset recipe whose architecture and training settings every benchmarked model uses.
 BENCH_RECIPE = "paper"
@@ -93,11 +92,6 @@ def epoch_flops(config: SSEPTConfig, cells: int, mean_width: float) -> float:
     d = config.dim
     per_position = config.num_blocks * (10 * d * d + 4 * mean_width * d) + 4 * config.item_dim
     return 3.0 * per_position * cells
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_training(split: Split, model_config: SSEPTConfig, train: TrainConfig, device: torch.device,
@@ -157,16 +151,6 @@ def bench_eval(split: Split, model: SSEPT, device: torch.device, *, users: np.nd
             out[f"eval_{protocol}_seconds" + (f"_batch{size}" if size else "")] = statistics.median(values)
         out["eval_users"] = int(evaluators[None].users.size)
     return out
-
-
-def synthetic(like: SequenceData, n_users: int, n_items: int, seed: int = BENCH_SEED) -> SequenceData:
-    """Random data with `like`'s user-length distribution and a Zipf-like item popularity."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.choice(like.lengths[like.lengths > 0], size=n_users)
-    users = np.repeat(np.arange(1, n_users + 1), lengths)
-    weights = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    items = rng.choice(np.arange(1, n_items + 1), size=users.size, p=weights / weights.sum())
-    return pairs_to_sequences(users, items, f"synthetic-{n_users}x{n_items}")
 
 
 COMPILE_SUFFIXES = {None: "off", "-compile": "default", "-graphs": "reduce-overhead"}
@@ -238,11 +222,12 @@ def run(args: argparse.Namespace, on_row: Callable[[dict[str, Any]], None] | Non
     """
     device = get_device(args.device)
     split = leave_one_out(load("ml-1m"))
+    here = machine()
     result: dict[str, Any] = {
-        "machine": {"device": device_description(device), "platform": platform.platform(),
-                    "processor": cpu_name(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        # the record's own key names ("processor"), which helpers.notebook.results and studies.pretrain read
+        "machine": {"device": device_description(device), "platform": here["platform"],
+                    "processor": here["cpu"], "cpu_count": here["cpu_count"], "torch": here["torch"]},
+        "date": timestamp(),
         "settings": bench_settings(args, split.data),
         "matmul_gflops": matmul_gflops(device),
         "runs": {},
@@ -257,7 +242,7 @@ def run(args: argparse.Namespace, on_row: Callable[[dict[str, Any]], None] | Non
             if on_row is not None:
                 on_row(result)
     if args.scale:
-        data = synthetic(split.data, SCALE_USERS, SCALE_ITEMS)
+        data = lengths_like(split.data, SCALE_USERS, SCALE_ITEMS, BENCH_SEED)
         big = leave_one_out(data)
         model_config, train = bench_configs("ssept", data, args.scale_layout)
         row = bench_training(big, model_config, train, device, 1, max_batches=args.scale_batches)
@@ -294,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def write(result: dict[str, Any]) -> None:
-        text = json.dumps(result, indent=2)
-        atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+        write_json(Path(args.out), result)
 
     result = run(args, on_row=write)
     write(result)

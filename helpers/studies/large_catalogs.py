@@ -1,18 +1,20 @@
-"""Peak memory of the large-catalogue paths (issue 23, part 2): `python -m helpers.studies.large_catalogs`.
+"""Peak memory of the large-catalogue paths: `python -m helpers.studies.large_catalogs`.
 
 Each measurement runs in a fresh subprocess (`python -m helpers.studies.large_catalogs one ...`) on a
 synthetic model and data, so peaks do not mix: the process builds what it needs and does one warm-up
 call, then resets its peak resident memory (Linux `/proc/self/clear_refs`, else it reports the peak since
-start) and does the call measured (`MEASURE_ENV`: one thread, large blocks returned to the system).
+start; `helpers.studies.records`) and does the call measured (`MEASURE_ENV`: one thread, large blocks
+returned to the system).
 Reported: the resident memory before the call (the model, its data, and for training the optimiser's
 state), the peak during it, the difference, and the call's seconds.
 
 - `eval`: one batch of the full-ranking protocol (`Evaluator`, history removed), at a block size;
-  the whole catalogue in one block is what evaluation did before blocks.
+  a block larger than the catalogue scores every item at once.
 - `recommend`: one `recommend` call for a known user, at a block size.
 - `train`: one training step (the CPU's default pieces per batch, Adam), `ce` or `sampled-softmax`.
 
-Synthetic data: `users` users whose histories are `length` uniformly random items. It is a measurement,
+Synthetic data: `users` users whose histories are `length` uniformly random items
+(`helpers.studies.synthetic.full_windows`). It is a measurement,
 never a test: seconds are noisy (and meaningless on a loaded machine); compare memory.
 """
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -32,15 +33,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from helpers.data import SequenceData, Split, leave_one_out
+from helpers.data import Split
 from helpers.evaluate import Evaluator
 from helpers.losses import compute_loss
+from helpers.machine import machine
 from helpers.model import SSEPT
 from helpers.recommend import recommend
 from helpers.sampler import TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
+from helpers.studies.records import current_rss_mb, load_average, peak_rss_mb, phase_peak_mb, reset_peak, timestamp
+from helpers.studies.synthetic import full_windows
 from helpers.train import make_optimizer, pieces_per_batch
-from helpers.utils import atomic_write, cpu_name, run_cli
+from helpers.utils import run_cli, write_json
 
 #: Seed of the synthetic data, model and draws.
 SEED = 0
@@ -61,15 +65,6 @@ PLAN: list[tuple[str, int, dict[str, Any]]] = [
 ]
 
 
-def synthetic_split(n_users: int, n_items: int, length: int, seed: int = SEED) -> Split:
-    """`n_users` users, each with `length` uniformly random items of `n_items` (the last one, id n_items, once)."""
-    rng = np.random.default_rng(seed)
-    items = rng.integers(1, n_items + 1, size=n_users * length)
-    items[-1] = n_items  # the catalogue's size is its largest id
-    offsets = np.concatenate([[0, 0], np.arange(1, n_users + 1) * length]).astype(np.int64)
-    return leave_one_out(SequenceData(f"synthetic-{n_items}", n_users, n_items, offsets, items))
-
-
 def synthetic_model(split: Split, user_dim: int = 50, copy_slots: int = 0, maxlen: int = 200) -> SSEPT:
     """SSE-PT (SASRec with `user_dim` 0) of item width 50 for the split's tables, 2 blocks, random weights."""
     torch.manual_seed(SEED)
@@ -78,41 +73,24 @@ def synthetic_model(split: Split, user_dim: int = 50, copy_slots: int = 0, maxle
                              maxlen=maxlen, copy_slots=copy_slots))
 
 
-def _rss_mb(field: str) -> float:
-    """VmRSS or VmHWM (the peak) of this process in MB, from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak() -> bool:
-    """Reset the peak resident memory to the current one (Linux); False where that is not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure(call: Callable[[], object]) -> dict[str, float]:
     """Resident memory before `call` (after one warm-up call), its peak during a second call, and seconds."""
     call()
-    before = _rss_mb("VmRSS")
-    reset = _reset_peak()
+    before = current_rss_mb()
+    reset = reset_peak()
     t0 = time.perf_counter()
     call()
     seconds = time.perf_counter() - t0
-    peak = _rss_mb("VmHWM")
+    peak = phase_peak_mb()
     return {"rss_before_mb": round(before, 1), "peak_mb": round(peak, 1), "above_mb": round(peak - before, 1),
             "seconds": round(seconds, 3), "peak_reset": reset,
-            "max_rss_since_start_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "max_rss_since_start_mb": round(peak_rss_mb(), 1)}
 
 
 def eval_call(n_items: int, block: int, user_dim: int = 50, copy_slots: int = 0,
               batch: int = 32, length: int = 202) -> Callable[[], object]:
     """One full-ranking batch of `batch` users with 200-item input histories, history removed."""
-    split = synthetic_split(batch, n_items, length)
+    split = full_windows(batch, n_items, length, SEED)
     model = synthetic_model(split, user_dim, copy_slots).eval()
     evaluator = Evaluator(split, "test", "full", batch_size=batch, block_size=block)
     return lambda: evaluator.ranks(model)
@@ -120,7 +98,7 @@ def eval_call(n_items: int, block: int, user_dim: int = 50, copy_slots: int = 0,
 
 def recommend_call(n_items: int, block: int, length: int = 200) -> Callable[[], object]:
     """One `recommend` call (k = 10) for user 1 after a 200-item history."""
-    split = synthetic_split(1, n_items, length)
+    split = full_windows(1, n_items, length, SEED)
     model = synthetic_model(split).eval()
     history = split.data.user_items(1)
     return lambda: recommend(model, history, user=1, k=10, block_size=block)
@@ -129,7 +107,7 @@ def recommend_call(n_items: int, block: int, length: int = 200) -> Callable[[], 
 def train_call(n_items: int, loss: str, negatives: int = 0, batch: int = 128,
                length: int = 203) -> Callable[[], object]:
     """One training step of SSE-PT on a batch of `batch` full 200-position windows: loss, backward, Adam."""
-    split = synthetic_split(batch, n_items, length)
+    split = full_windows(batch, n_items, length, SEED)
     model = synthetic_model(split)
     config = TrainConfig(batch_size=batch, loss=loss, negatives=negatives)
     optimizer = make_optimizer(model, config)
@@ -164,19 +142,16 @@ def run_plan(plan: list[tuple[str, int, dict[str, Any]]], out: Path | None) -> l
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         row = json.loads(res.stdout) if res.returncode == 0 else {"what": what, "n_items": n_items, **settings,
                                                                   "error": res.stderr.strip()[-300:]}
-        row["load_average"] = [round(x, 2) for x in os.getloadavg()]
+        row["load_average"] = load_average()
         rows.append(row)
         print(json.dumps(row), flush=True)
         if out is not None:
-            record = {"command": "python -m helpers.studies.large_catalogs", "machine": cpu_name(),
-                      "cores": os.cpu_count(), "torch": torch.__version__, "note": NOTE,
-                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
-            _write(out, json.dumps(record, indent=2))
+            here = machine()
+            record = {"command": "python -m helpers.studies.large_catalogs", "machine": here["cpu"],
+                      "cores": here["cpu_count"], "torch": here["torch"], "note": NOTE, "date": timestamp(),
+                      "rows": rows}
+            write_json(out, record)
     return rows
-
-
-def _write(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def main(argv: list[str] | None = None) -> int:

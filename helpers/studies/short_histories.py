@@ -1,4 +1,4 @@
-"""The short-history study of issue 18: which block form and dropouts suit short histories.
+"""The short-history study: which block form and dropouts suit short histories.
 
 Proxies for "users with about ten items each", built from data we have:
 - `ml-1m-last15` / `ml-1m-last10`: ML-1M keeping each user's last 15 / 10 interactions
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,11 +38,12 @@ from helpers import settings
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
 from helpers.losses import compute_loss
+from helpers.machine import machine_line
 from helpers.model import DROPOUT_LEVELS, SSEPT, AttentionDropout, keep_mask
 from helpers.sampler import TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import fit, make_optimizer, pieces_per_batch
-from helpers.utils import atomic_write, cpu_name, run_cli
+from helpers.utils import atomic_write, run_cli, write_json
 
 #: Proxy name -> (source dataset, interactions kept per user (0: all), settings kind).
 PROXIES: dict[str, tuple[str, int, str]] = {
@@ -117,11 +117,6 @@ def study_configs(dataset: str, variant: str, n_users: int, n_items: int, seed: 
     return model, train
 
 
-def machine() -> str:
-    """CPU, thread count and torch version, for the results table."""
-    return f"{cpu_name()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, {platform.machine()}"
-
-
 def run_one(dataset: str, variant: str, seed: int, out: str | Path, epochs: int, eval_every: int,
             progress: bool = False) -> dict[str, Any]:
     """Train (or resume) one run and return its results row."""
@@ -142,7 +137,7 @@ def run_one(dataset: str, variant: str, seed: int, out: str | Path, epochs: int,
         "train_seconds": round(float(history["seconds"].sum()), 1),
         "eval_seconds": round(float(evaluated["eval_seconds"].sum()), 1),
         "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
-        "machine": machine(), "out": str(out),
+        "machine": machine_line(threads=True), "out": str(out),
     }
     row.update({f"model.{k}": v for k, v in asdict(model_cfg).items() if k not in ("n_users", "n_items")})
     row.update({f"train.{k}": getattr(train_cfg, k) for k in
@@ -255,7 +250,8 @@ def time_attention_dropout(batches: int = 10, rounds: int = 5, dataset: str = "m
     split = leave_one_out(load(dataset))
     modes = tuple(TIMING_MODES)
     models = {"sasrec": {"user_dim": 0}, "ssept": {}}
-    results: dict[str, Any] = {"machine": machine(), "dataset": dataset, "batches": batches, "rounds": rounds}
+    results: dict[str, Any] = {"machine": machine_line(threads=True), "dataset": dataset, "batches": batches,
+                               "rounds": rounds}
     original = AttentionDropout.forward
     for name, model_kw in models.items():
         train = TrainConfig(p_user=0.92 if name == "ssept" else 0.0, p_item=0.1 if name == "ssept" else 0.0)
@@ -310,9 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.time_attention:
         timing = time_attention_dropout()
-        text = json.dumps(timing, indent=2)
-        atomic_write(args.time_attention, lambda f: f.write(text.encode()))
-        print(text)
+        write_json(args.time_attention, timing)
+        print(json.dumps(timing, indent=2))
         return 0
     if args.table:
         print(markdown(summary_table(pd.read_csv(args.table))))

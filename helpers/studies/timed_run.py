@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import torch
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import ConfigError
 from helpers.runs import RunFolder
+from helpers.studies.records import timestamp
 from helpers.train import SELECTION_METRIC
-from helpers.utils import atomic_write, device_description, get_device, run_cli
+from helpers.utils import device_description, get_device, run_cli, write_json
 
 #: The target of the timed run: wall seconds at most, test sampled NDCG@10 at least.
 TARGET_WALL_SECONDS = 60.0
@@ -61,7 +61,7 @@ def timed_run_record(folder: str | Path, wall_seconds: float, mode: str, card: s
         "test_sampled_ndcg@10": float(best["test_ndcg@10"]),
         "test_sampled_hr@10": float(best["test_hr@10"]),
         "target": {"wall_seconds_at_most": TARGET_WALL_SECONDS, "test_sampled_ndcg@10_at_least": TARGET_TEST_NDCG},
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "torch": torch.__version__, "date": timestamp(),
         "settings": settings,
     }
     record["met"] = target_met(record["wall_seconds"], record["test_sampled_ndcg@10"])
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     record = timed_run_record(args.folder, args.wall, args.mode, device_description(get_device(args.device)))
-    text = json.dumps(record, indent=2)
-    atomic_write(Path(args.out), lambda f: f.write(text.encode()))
+    write_json(Path(args.out), record)
     print(f"{record['card']}, compile {record['mode']}: {record['epochs']} epochs in {record['wall_seconds']} s wall "
           f"({record['train_loop_seconds']} s training loop), test sampled NDCG@10 "
           f"{record['test_sampled_ndcg@10']:.4f}; target met: {record['met']}")

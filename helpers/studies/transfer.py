@@ -58,7 +58,7 @@ from helpers.fetch import sha256_of
 from helpers.runs import RunFolder, differences, flatten
 from helpers.settings import FAMILIES, SSEPTConfig, TrainConfig, with_tables
 from helpers.train import fit
-from helpers.utils import REPO_ROOT, atomic_write, relative, run_cli
+from helpers.utils import REPO_ROOT, atomic_write, relative, run_cli, write_json
 
 ROOT = REPO_ROOT
 
@@ -593,8 +593,7 @@ def strict_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def write_summary(summary: pd.DataFrame, path: str | Path, **meta: Any) -> Path:
     """The summary as strict JSON (no NaN), with `meta` (which CSV, which machine, ...)."""
-    text = json.dumps({**meta, "rows": strict_records(summary)}, indent=2, allow_nan=False)
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return write_json(path, {**meta, "rows": strict_records(summary)}, allow_nan=False)
 
 
 def export_study(frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, dest: str | Path) -> list[Path]:

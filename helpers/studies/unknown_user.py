@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,10 +19,12 @@ import torch
 
 from helpers.data import Split, leave_one_out, load
 from helpers.evaluate import Evaluator, Scorer
+from helpers.machine import machine_line
 from helpers.model import SSEPT, load_checkpoint
 from helpers.recommend import RANDOM_DRAWS, UNKNOWN_USER_MODES, UNKNOWN_USER_STUDY, UnknownUser
 from helpers.settings import PROTOCOLS
-from helpers.utils import atomic_write, cpu_name, run_cli
+from helpers.studies.records import timestamp
+from helpers.utils import run_cli, write_json
 
 
 def measure_unknown_user(
@@ -69,15 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure_unknown_user(models, split, "test", args.seed, args.draws)
     record = {
         "command": " ".join([UNKNOWN_USER_STUDY, *argv]),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used",
+        "machine": f"{machine_line()}, {torch.get_num_threads()} torch threads, no GPU used",
         "note": "seconds: wall time of each row on a CPU shared with other jobs, so they vary between runs",
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "torch": torch.__version__, "date": timestamp(),
         "dataset": args.dataset, "split": "test", "seed": args.seed, "random_draws": args.draws,
         "wall_seconds": round(time.time() - t0, 1), "rows": rows,
     }
-    text = json.dumps(record, indent=2)
-    atomic_write(args.out, lambda f: f.write(text.encode()))
-    print(text)
+    write_json(args.out, record)
+    print(json.dumps(record, indent=2))
     return 0
 
 
