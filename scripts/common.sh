@@ -1,14 +1,20 @@
-# Shared by scripts/gpu_session.sh and scripts/gpu_speed.sh; sourced, not run.
-#
-# Sourcing it starts the clock (START) that the script's DEADLINE counts from and sets what both
-# scripts share: DEVICE (default cuda), PY (default python3), EXTRA (extra train arguments, default
-# none) and RUNS=runs/gpu, relative to the directory the script is started from (the repository root).
-# The script then sets OUT and DEADLINE and calls start_session.
+# Sourced by every script in scripts/ (not run). It moves to the repository root and sets what they share:
+#   PY      the Python to run (default: .venv/bin/python where that exists, else python3);
+#   data    nothing is set here: helpers.fetch reads each dataset from data/, else from the folder named by
+#           SSEPT_DATA_MIRROR when that is set (a machine's copy of the dataset files), else from its public
+#           URL, always checking its SHA-256 (docs/install.md). Export SSEPT_DATA_MIRROR before a script to
+#           use a mirror; no script names one.
+# For the GPU sessions (scripts/gpu_session.sh, scripts/gpu_speed.sh) it also starts the clock (START) that
+# their DEADLINE counts from and sets DEVICE (default cuda), EXTRA (extra train arguments, default none) and
+# RUNS=runs/gpu; such a script then sets OUT and DEADLINE and calls start_session.
 # shellcheck shell=bash
 set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 START=$(date +%s)
+if [ -z "${PY:-}" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
 DEVICE=${DEVICE:-cuda}
-PY=${PY:-python3}
 EXTRA=${EXTRA:-}                   # extra train arguments (a local dry run passes a tiny --train-fraction)
 RUNS=runs/gpu
 

@@ -6,11 +6,12 @@
 # Usage: bash scripts/execute_notebooks.sh notebooks/01_data.ipynb [more notebooks]
 #   SSEPT_EXPORT=1  also update artifacts/ (the published results and figures)
 #   SSEPT_QUICK=1   notebook 02's quick setting (20 epochs, one seed)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # the repository root, PY, where the data comes from
+set -e
 unset MPLBACKEND
 for notebook in "$@"; do
     jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$notebook"
 done
-python -m helpers.notebook.outputs clean "$@"
-python -m helpers.notebook.outputs check "$@"
+$PY -m helpers.notebook.outputs clean "$@"
+$PY -m helpers.notebook.outputs check "$@"

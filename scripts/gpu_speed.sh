@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# One lent-GPU session for issue 25, as one script that writes its results as it goes. First run on an
-# NVIDIA H200 on 2026-11-29 (docs/speed.md, docs/results.md); its defaults are now set for the next try:
+# One lent-GPU session, as one script that writes its results as it goes (docs/speed.md, docs/results.md
+# read what it recorded); its defaults are set for the next session after the recorded one:
 #
 #   1. the timed target run, alone on the card and first (torch.compile's cache still cold):
 #      200 faithful SSE-PT epochs on ML-1M, validation every 20 epochs, fp32, with CUDA graphs
 #      (compile mode reduce-overhead); if that mode fails, plain compile, then eager, each
 #      recorded in the log. Wall time from process start (data loading and compiling included);
 #      `python -m helpers.studies.timed_run` writes the record with the training loop's own time beside it.
-#      Then the same run again with the compile cache warm (WARM=yes, the default): on 2026-11-29 the cold
-#      run took 99 s, 40 s of it compiling, so this measures what a rerun on the same machine costs.
+#      Then the same run again with the compile cache warm (WARM=yes, the default): the cold run spends much
+#      of its time compiling (docs/speed.md), so this measures what a rerun on the same machine costs.
 #   2. the benchmark, alone on the card: eager vs torch.compile vs CUDA graphs (SSE-PT, fp32),
-#      per-epoch and evaluation seconds, peak GPU memory. Recorded on 2026-11-29 (bench_h200_compile.json),
+#      per-epoch and evaluation seconds, peak GPU memory. Recorded already (artifacts/bench_h200_compile.json),
 #      so skipped by default: BENCH_LAYOUTS="plain-fp32 plain-fp32-compile plain-fp32-graphs" repeats it.
 #   3. best-run candidates in parallel until the deadline, with the compile mode that worked in step 1;
-#      chosen from 2026-11-29's six (docs/results.md): the best one (BCE + CE, SSE-PT++, 100 + 100) on a
+#      chosen from the recorded session's six (docs/results.md): the best one (BCE + CE, SSE-PT++, 100 + 100) on a
 #      second seed, and the same regularised harder (dropout 0.3 and 0.5, item SSE 0.2), since the wide
 #      models peaked early and then overfitted. CHECK=yes adds the torchrun check beside them (one epoch
-#      plain and under torchrun with one NCCL process; it agreed to 5.5e-9 on 2026-11-29). Then a
+#      plain and under torchrun with one NCCL process; docs/speed.md has how closely they agreed). Then a
 #      full-ranking evaluation of each best checkpoint and the archives.
 #
 # Usage (device tool, from the repository root, carrying data/ml-1m.txt):
@@ -87,7 +87,7 @@ SKIP_BENCH=no; { [ "$PHASE" = candidates ] || [ "$BENCH_LAYOUTS" = none ]; } && 
 # 3. best-run candidates in parallel until the deadline (checkpoints every 10 epochs, so a second call
 #    with PHASE=candidates resumes them), and beside them the multi-process path: one epoch as a plain
 #    process and one under torchrun with one process (NCCL), same seed, compared by helpers.studies.agreement
-W="--recipe best --loss bce+ce --item-dim 100 --user-dim 100"   # 2026-11-29's best candidate
+W="--recipe best --loss bce+ce --item-dim 100 --user-dim 100"   # the recorded session's best candidate
 declare -A ARGS=(
   [bcecepp-wide-s1]="--seed 1 $W"
   [bcecepp-wide-d3-s0]="--seed 0 $W --dropout 0.3"

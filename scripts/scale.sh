@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The scale measurements behind docs/scale.md (issue 23, part 3), on an otherwise idle machine:
+# The scale measurements behind docs/scale.md, on an otherwise idle machine:
 #   bench       every point of the recorded plan, each in fresh processes -> artifacts/scale.json
 #   layouts     its six process-layout points again (1 x 2 threads, 2 x 1, 1 x 1), alone on a quieter machine
 #               -> artifacts/scale_layouts.json
@@ -11,10 +11,9 @@
 #   figure      artifacts/figures/scale.png from artifacts/scale.json (and the loss comparison's CSV)
 # The acceptance checks are recorded in artifacts/scale_acceptance.json (command, seconds, peak memory, result).
 # Usage: bash scripts/scale.sh [bench|layouts|accept-1m|accept-ddp|whole-epoch|figure|all]   (default: all)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export SSEPT_DATA_MIRROR="${SSEPT_DATA_MIRROR:-/work/shared/data}"
-PY="${PY:-.venv/bin/python}"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # the repository root, PY, where the data comes from
+set -e
 SCALE="$PY -m helpers.studies.scale"
 ACCEPT="$SCALE accept --out artifacts/scale_acceptance.json"
 what="${1:-all}"

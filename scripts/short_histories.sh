@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The runs behind docs/short_histories.md and artifacts/short_histories.{csv,json} (issue 18).
+# The runs behind docs/short_histories.md and artifacts/short_histories.{csv,json}.
 # One torch thread, one training process at a time (the machine is shared); every run is
 # resumable (run folders under runs/short/), so rerunning this script continues where it stopped.
 # Usage: bash scripts/short_histories.sh [timing|study|long|defaults]   (default: timing, study, defaults)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # the repository root, PY, where the data comes from
+set -e
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-export SSEPT_DATA_MIRROR="${SSEPT_DATA_MIRROR:-/work/shared/data}"
-PY="${PY:-.venv/bin/python}"
 RUN="$PY -m helpers.studies.short_histories --threads 1 --csv artifacts/short_histories.csv --eval-every 10"
 VARIANTS="original reference post-norm pre-norm attn-dropout ffn-dropout"
 what="${1:-all}"
@@ -27,8 +26,8 @@ ml100k() {  # ml-100k runs of the given variants, 2 seeds each
 }
 
 long() {  # ML-1M with the paper's long-history settings (maxlen 200, dropout 0.2), 2 seeds, LONG_EPOCHS
-  # (default 200: 10-15 s an epoch here, one thread, 40 min or more a run). Runs resume their folders, so a
-  # larger LONG_EPOCHS continues the same runs (the recorded rows: stopped at 20 and 60, then resumed to 200).
+  # (default 200; docs/short_histories.md says what a run costs). Runs resume their folders, so a larger
+  # LONG_EPOCHS continues the same runs (the recorded rows were stopped part-way, then resumed to 200).
   for variant in "$@"; do
     for seed in 0 1; do
       $RUN --dataset ml-1m --variant "$variant" --seed "$seed" --epochs "${LONG_EPOCHS:-200}"
