@@ -364,7 +364,10 @@ def fit(
     # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
     job = Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
 
-    bar = tqdm(total=config.epochs, initial=state.epoch, desc=f"train {split.data.name}", disable=not progress)
+    # A finished run only reloads: no bar, whose frozen 100% would read as training done now.
+    finished = _stop_reason(config, state) is not None
+    bar = tqdm(total=config.epochs, initial=state.epoch, desc=f"train {split.data.name}",
+               disable=not progress or finished)
     while (reason := _stop_reason(config, state)) is None:
         improved = _epoch(job, state, progress)
         row = state.history[-1]

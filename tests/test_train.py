@@ -448,3 +448,14 @@ def test_cli_errors_exit_nonzero(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "helpers.evaluate", "--checkpoint", str(bad), "--dataset", "wiki1000"],
                          env=_env(), cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and "not a readable checkpoint" in res.stderr
+
+
+def test_a_finished_run_reloads_without_a_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bar frozen at 100% would read as training that just ran; a run with epochs left still shows one."""
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt")))
+    fit(split, _config(split), TC(epochs=2), tmp_path / "run", progress=False)
+    capsys.readouterr()
+    fit(split, _config(split), TC(epochs=2), tmp_path / "run", resume=True, progress=True, log=lambda _: None)
+    assert "train " not in capsys.readouterr().err
+    fit(split, _config(split), TC(epochs=3), tmp_path / "run", resume=True, progress=True, log=lambda _: None)
+    assert "train " in capsys.readouterr().err
