@@ -1,6 +1,7 @@
-"""The ML-1M loss comparison: SASRec trained with each loss of `LOSS_VARIANTS`, then a table of the runs.
+"""The ML-1M loss comparison: SSE-SASRec (SASRec with item SSE) trained with each loss of `LOSS_VARIANTS`, then
+a table of the runs.
 
-Every run uses the faithful recipe and the same epoch budget:
+Every run uses the paper recipe and the same epoch budget:
 
     python -m helpers.studies.loss_compare commands [--seeds 0 1] [--epochs 20]   # one training command a line
     python -m helpers.studies.loss_compare table [--csv artifacts/ml1m_loss_compare.csv]
@@ -42,7 +43,7 @@ RUNS = "runs/loss-compare"
 
 def loss_command(variant: str, seed: int, epochs: int, runs: str = RUNS) -> list[str]:
     """The training command of one run of the comparison (resumable: `--resume` continues its folder)."""
-    return ["python", "-m", "helpers.train", "--dataset", "ml-1m", "--model", "sasrec", "--recipe", "faithful",
+    return ["python", "-m", "helpers.train", "--dataset", "ml-1m", "--model", "sse-sasrec", "--recipe", "paper",
             *LOSS_VARIANTS[variant], "--epochs", str(epochs), "--eval-every", str(LOSS_EVAL_EVERY),
             "--seed", str(seed), "--quiet", "--resume", "--out", f"{runs}/{variant}-s{seed}"]
 

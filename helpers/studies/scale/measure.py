@@ -82,8 +82,8 @@ def _measure_here(point: Point, world: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"rank": world.rank, "world": world.size, "threads": torch.get_num_threads(),
                            "load_seconds": time.perf_counter() - t_load, "rss_after_load_mb": current_rss_mb()}
     device = torch.device("cpu")
-    model_config = settings.model_config(point.model, data.n_users, data.n_items, "faithful", maxlen=point.maxlen)
-    train = settings.train_config(point.model, "faithful", batch_size=point.batch_size, **train_settings(point))
+    model_config = settings.model_config(point.model, data.n_users, data.n_items, "paper", maxlen=point.maxlen)
+    train = settings.train_config(point.model, "paper", batch_size=point.batch_size, **train_settings(point))
     model, optimizer, sampler, _ = training_setup(split, model_config, train, device, world=world)
     trainee = wrap(model, world, device)
     row["rss_after_setup_mb"] = current_rss_mb()

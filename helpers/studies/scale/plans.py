@@ -21,7 +21,7 @@ class Point:
     loss: str = "bce"  # a loss of helpers.settings.LOSSES
     negatives: int = 0  # sampled softmax: negatives per position (R)
     sampling: str = ""  # sampled softmax: "uniform" or "popularity"
-    model: str = "sasrec"  # model family, under the faithful recipe
+    model: str = "sse-sasrec"  # model family (SASRec with item SSE), under the paper recipe
     maxlen: int = 200
     batch_size: int = 128
     procs: int = 1  # processes (2: torchrun, gloo)
