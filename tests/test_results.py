@@ -309,3 +309,30 @@ def test_the_statistics_table_writes_counts_as_integers() -> None:
                                     "rows per user: median": "96", "rows per user: 99th percentile": "906",
                                     "rows repeating the user's previous item": "79.1%",
                                     "density (rows / (users x items))": "0.0485"}
+
+
+def test_summary_lines_state_the_tables_numbers() -> None:
+    from helpers.notebook.results import ablation_lines, comparison_lines, transfer_lines
+
+    results = {}
+    for seed, (ours, theirs) in enumerate(((0.61, 0.59), (0.60, 0.605))):
+        for name, user_dim, test in (("ssept", 50, ours), ("sasrec", 0, theirs)):
+            record = _record(user_dim, 0.92 if user_dim else 0.0, 0.1 if user_dim else 0.0, test=test)
+            record.update(group="reference code's setting, CPU", device="cpu", seed=seed)
+            results[f"{name}_s{seed}"] = record
+    # seed 1: SASRec ahead on sampled NDCG@10, so SSE-PT is ahead on both protocols on one seed only
+    assert comparison_lines(runs_table(results)) == [
+        "reference code's setting, CPU: SSE-PT 0.6050 sampled / 0.1000 full NDCG@10 against SASRec 0.5975 / 0.1000 "
+        "(mean of 2 seeds); SSE-PT ahead on both protocols on 0 of 2 seeds"]
+    results["ssept_s0"]["full_test"]["ndcg@10"] = 0.2
+    assert comparison_lines(runs_table(results))[0].endswith("ahead on both protocols on 1 of 2 seeds")
+    assert ablation_lines(ablation_table(RESULTS, "cuda (X)")) == [
+        "SSE ablation: test NDCG@10 (sampled) 0.5500 without SSE; against it: user + item SSE (SSE-PT) +0.0600, "
+        "SSE-PT++ (+ random windows) +0.0700, SSE-SASRec (no user part, item SSE) +0.0400"]
+    summary = pd.DataFrame({"setup": ["repeat-last", "scratch", "copy", "repeat-last", "scratch", "copy"],
+                            "fraction": [0.1, 0.1, 0.1, 1.0, 1.0, 1.0],
+                            "m_mean": [0.70, 0.60, 0.75, 0.70, 0.80, 0.78]})
+    assert transfer_lines(summary, "m", "M") == [
+        "Wiki1000, 10% of the training users: best setup copy 0.750 M against the best baseline (repeat-last) 0.700",
+        "Wiki1000, 100% of the training users: best setup scratch 0.800 M against the best baseline "
+        "(repeat-last) 0.700"]

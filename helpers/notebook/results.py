@@ -1,4 +1,5 @@
-"""Tables of the recorded ML-1M runs (`artifacts/ml1m_results.json`): every run, the SSE ablation.
+"""Tables of the recorded ML-1M runs (`artifacts/ml1m_results.json`): every run, the SSE ablation, and the
+lines that sum them up (`comparison_lines`, `ablation_lines`, `transfer_lines`).
 
 Each run's record (written by `helpers.notebook.export_run`) holds its settings, the best
 epoch by validation NDCG@10 with its validation and test metrics (sampled protocol), the
@@ -216,3 +217,52 @@ def study_runs_shown(name: str, frame: pd.DataFrame) -> list[RunShown | str]:
     runs = [RunShown(f"{r.setup} {r.fraction:.0%} s{r.seed}", int(r.epochs_run), int(r.epoch_cap), int(r.best_epoch),
                      "patience" if r.stop_reason == "patience" else "budget") for r in models.itertuples()]
     return [runs_line(name, runs)] if runs and all(r.stop == "patience" for r in runs) else list(runs)
+
+
+def comparison_lines(table: pd.DataFrame) -> list[str]:
+    """One line per comparison group of `runs_table` rows (`COMPARISON_GROUPS`): each model's mean test NDCG@10
+    (sampled and full) over its seeds, and on how many seeds SSE-PT is ahead of the baseline on both protocols."""
+    lines = []
+    for group in sorted(g for g in table["group"].unique() if g.startswith(COMPARISON_GROUPS)):
+        runs = table[table["group"] == group]
+        means = runs.groupby("model")[["test NDCG@10", "full NDCG@10"]].mean()
+        others = [m for m in means.index if m != "SSE-PT"]
+        if "SSE-PT" not in means.index or len(others) != 1:
+            continue
+        other = others[0]
+        by_seed = runs.pivot_table(index="seed", columns="model", values=["test NDCG@10", "full NDCG@10"])
+        ahead = int(((by_seed["test NDCG@10"]["SSE-PT"] > by_seed["test NDCG@10"][other])
+                     & (by_seed["full NDCG@10"]["SSE-PT"] > by_seed["full NDCG@10"][other])).sum())
+        machine = machine_label(runs["device"].iloc[0])
+        where = group if machine.lower() in group.lower() else f"{group} ({machine})"
+        lines.append(f"{where}: SSE-PT {means.loc['SSE-PT', 'test NDCG@10']:.4f} sampled / "
+                     f"{means.loc['SSE-PT', 'full NDCG@10']:.4f} full NDCG@10 against {other} "
+                     f"{means.loc[other, 'test NDCG@10']:.4f} / {means.loc[other, 'full NDCG@10']:.4f} (mean of "
+                     f"{len(by_seed)} seeds); SSE-PT ahead on both protocols on {ahead} of {len(by_seed)} seeds")
+    return lines
+
+
+def ablation_lines(ablation: pd.DataFrame) -> list[str]:
+    """What the SSE ablation (`ablation_table`) shows, in lines: each row's test NDCG@10 against no SSE."""
+    if "no SSE" not in ablation.index:
+        return []
+    base = float(ablation.loc["no SSE", "test NDCG@10"])
+    parts = ", ".join(f"{label} {float(row['test NDCG@10']) - base:+.4f}" for label, row in ablation.iterrows()
+                      if label != "no SSE")
+    return [f"SSE ablation: test NDCG@10 (sampled) {base:.4f} without SSE; against it: {parts}"]
+
+
+def transfer_lines(summary: pd.DataFrame, metric: str = "fullkeep_ndcg@10",
+                   label: str = "NDCG@10 (full ranking, history kept)") -> list[str]:
+    """For the smallest and the largest share of training users of the Wiki1000 study (`transfer.summarize`
+    rows), the best setup by the mean of `metric` (called `label`) and the best baseline beside it."""
+    lines = []
+    column = f"{metric}_mean"
+    for fraction in sorted({summary["fraction"].min(), summary["fraction"].max()}):
+        rows = summary[summary["fraction"] == fraction].set_index("setup")[column]
+        baselines = rows[[s in ("popularity", "repeat-last", "most-frequent") for s in rows.index]]
+        models = rows.drop(baselines.index)
+        best, base = models.idxmax(), baselines.idxmax()
+        lines.append(f"Wiki1000, {fraction:.0%} of the training users: best setup {best} {models[best]:.3f} "
+                     f"{label} against the best baseline ({base}) {baselines[base]:.3f}")
+    return lines
