@@ -23,6 +23,8 @@ Command line:
 [--k 10] [--titles] [--json] [--allow-repeats] [--unknown-user MODE] [--allow-other-data]`; with a
 converted dataset (id maps beside it, see `helpers.convert`) ids are the original ones. Other data than
 the checkpoint was trained on (by content) is refused unless `--allow-other-data`.
+`--all-users --out FILE_OR_DIR [--users FILE] [--keep-seen] [--format csv|parquet]` writes every user's
+top k to disk instead (`helpers.batch`; under torchrun, one part file per process; docs/serving.md).
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.batch import BATCH_USERS, FORMATS, PART_USERS, file_digest, read_users, write_recommendations
 from helpers.checkpoint import OTHER_DATA_FLAG, check_data
 from helpers.convert import IdMaps, read_id_maps
 from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, load, movie_titles
+from helpers.distributed import process_group
 from helpers.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from helpers.evaluate import SCORE_BLOCK, Scorer, catalogue_scorer, item_blocks, n_items_of
 from helpers.model import SSEPT, load_checkpoint
@@ -284,10 +288,23 @@ def _parser() -> argparse.ArgumentParser:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user of the dataset: their whole history is the input")
     who.add_argument("--items", nargs="+", help="any history of item ids, oldest first (an unknown user)")
+    who.add_argument("--all-users", action="store_true",
+                     help="every user's top k (or --users'), written to --out (docs/serving.md)")
     parser.add_argument("--k", type=int, default=10, help="how many items (default 10)")
     parser.add_argument("--titles", action="store_true", help="ML-1M: show movie titles")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--allow-repeats", action="store_true", help="allow items of the history (e.g. Wiki1000)")
+    parser.add_argument("--allow-repeats", "--keep-seen", dest="allow_repeats", action="store_true",
+                        help="allow items of the history (e.g. Wiki1000)")
+    batch = parser.add_argument_group("--all-users")
+    batch.add_argument("--out", help="a .csv or .parquet file, or a folder of part files and a manifest")
+    batch.add_argument("--users", dest="users_file", metavar="FILE",
+                       help="only the users named in FILE, one id a line (the dataset's own ids)")
+    batch.add_argument("--format", choices=FORMATS, default=None,
+                       help="format of a folder's parts (default csv; a file's suffix names its own)")
+    batch.add_argument("--part-users", type=int, default=PART_USERS,
+                       help=f"users per part file (default {PART_USERS})")
+    batch.add_argument("--batch-users", type=int, default=BATCH_USERS,
+                       help=f"users scored at once (default {BATCH_USERS})")
     parser.add_argument("--unknown-user", choices=UNKNOWN_USER_MODES, default=DEFAULT_UNKNOWN_USER,
                         help=f"user vector for --items (default {DEFAULT_UNKNOWN_USER}; docs/own_data.md)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
@@ -321,6 +338,33 @@ def _print(args: argparse.Namespace, rows: list[dict[str, Any]], user: int | Non
         print(f"{row['rank']:>3}  {row['score']:>9.4f}  {row['item']}" + (f"  {row['title']}" if args.titles else ""))
 
 
+def _check_batch_flags(args: argparse.Namespace) -> None:
+    """The batch job's options go with --all-users, and --all-users with --out."""
+    if args.all_users:
+        if not args.out:
+            raise ConfigError("--all-users needs --out FILE_OR_DIR (a .csv or .parquet file, or a folder)")
+        if args.titles:
+            raise ConfigError("--titles shows one user's recommendations; --all-users writes ids")
+        return
+    given = [flag for flag, value in (("--out", args.out), ("--users", args.users_file),
+                                      ("--format", args.format)) if value]
+    if given:
+        raise ConfigError(f"{given[0]} goes with --all-users")
+
+
+def _batch(args: argparse.Namespace, model: SSEPT, data: SequenceData, maps: IdMaps | None) -> int:
+    """The batch job: every user's (or --users') top k on disk; rank 0 prints a one-line JSON summary."""
+    users = read_users(args.users_file, data, maps) if args.users_file else None
+    device = _device(model)
+    with process_group("auto", device) as world:
+        summary = write_recommendations(model, data, args.out, args.k, file_digest(args.checkpoint),
+                                        args.allow_repeats, users, maps, args.format, args.part_users,
+                                        args.batch_users, world=world, device=world.device(device))
+        if world.main:
+            print(json.dumps({"checkpoint": args.checkpoint, "dataset": args.dataset, "k": args.k, **summary}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the top k items for a known user or for any history."""
     import sys
@@ -330,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"'python -m helpers.recommend measure-unknown-user' is now '{UNKNOWN_USER_STUDY}' "
                           "(the same options)")
     args = _parser().parse_args(argv)
+    _check_batch_flags(args)
     if args.titles and args.dataset != "ml-1m":
         raise ConfigError("--titles needs --dataset ml-1m (titles are known for ML-1M only)")
 
@@ -341,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"items, but {args.dataset!r} has {data.n_users} and {data.n_items}")
     check_data(ckpt, data, args.checkpoint, args.dataset, args.allow_other_data)
     maps = _dataset_maps(args.dataset)
+    if args.all_users:
+        return _batch(args, model, data, maps)
     user, history = _input(args, data, maps)
     recs = recommend(model, history, user, args.k, args.allow_repeats, args.unknown_user)
 
