@@ -186,11 +186,11 @@ def ml1m_curve_groups(table: pd.DataFrame, study_device: str) -> dict[str, dict[
             for title, runs in sorted(groups.items(), key=lambda item: not compares(item[0])) if runs}
 
 
-#: The transfer study's setups in panels of a figure (title -> setups), at most five a panel: SSE-PT and SASRec
+#: The transfer study's setups in panels of a figure (title -> setups), at most five a panel: SSE-PT and SSE-SASRec
 #: with BCE, then CE with and without the copy bonus (tests/test_results.py checks they cover every setup).
 TRANSFER_GROUPS: dict[str, tuple[str, ...]] = {
     "SSE-PT, BCE": ("scratch", "fine-tune", "frozen", "low-lr"),
-    "SASRec, BCE": ("sasrec-scratch", "sasrec-fine-tune"),
+    "SSE-SASRec, BCE": ("sasrec-scratch", "sasrec-fine-tune"),
     "CE, without and with the copy bonus": ("sasrec-scratch-ce", "sasrec-fine-tune-ce", "fine-tune-ce",
                                             "sasrec-scratch-ce-copy", "fine-tune-ce-copy"),
 }

@@ -7,8 +7,9 @@ dot products with the item table, the output layer is new as well.
 Setups (each trained until its validation metric stops improving, `TrainConfig.patience`):
 - `scratch`, `fine-tune`, `frozen` (encoder frozen, tables trained), `low-lr` (encoder at
   a 10x lower learning rate): SSE-PT, from random weights or from the SSE-PT encoder;
-- `sasrec-scratch`, `sasrec-fine-tune`: SASRec at its ML-1M width (50), from random
-  weights or from the SASRec encoder: what a generic sequence encoder transfers;
+- `sasrec-scratch`, `sasrec-fine-tune`: SSE-SASRec (no user part; item SSE 0.1, the study's
+  `p_item` for every setup) at its ML-1M width (50), from random weights or from the ML-1M
+  SSE-SASRec encoder: what a generic sequence encoder transfers;
 - `*-ce`: the same with softmax cross-entropy over all items instead of BCE;
 - `*-ce-copy`: the two strongest CE setups with the model's copy bonus (`copy_slots`, our
   addition, docs/copy_bonus.md): a learned score bonus for items of the user's own window.
@@ -68,7 +69,8 @@ class Setup:
     """One way to start and train a model on the target data."""
 
     name: str
-    family: str = "ssept"  # "ssept" or "sasrec" (helpers.settings.FAMILIES)
+    # "ssept" or "sasrec": the encoder and the user SSE of that family; item SSE is the study's for both
+    family: str = "ssept"
     pretrained: bool = False  # start from the family's pretrained encoder
     freeze_encoder: bool = False  # train only the user and item tables
     encoder_lr_scale: float = 1.0  # learning-rate factor for the encoder
@@ -85,7 +87,7 @@ SETUPS = (
     Setup("sasrec-scratch", family="sasrec"),
     Setup("sasrec-fine-tune", family="sasrec", pretrained=True),
 )
-#: Cross-entropy versions of the strongest setups of the first edition (fine-tuned SSE-PT, SASRec).
+#: Cross-entropy versions of the strongest setups of the first edition (fine-tuned SSE-PT, SSE-SASRec).
 CE_SETUPS = (
     Setup("fine-tune-ce", pretrained=True, loss="ce"),
     Setup("sasrec-scratch-ce", family="sasrec", loss="ce"),
