@@ -51,7 +51,15 @@ from helpers.settings import (
 )
 from helpers.tensorboard_log import TensorBoardLog, require_tensorboard
 from helpers.train import SELECTION_METRIC, fit
-from helpers.tune_storage import Counts, default_url, fail_dead_trials, open_storage, this_host, trials_ahead
+from helpers.tune_storage import (
+    SQLITE_FILE,
+    Counts,
+    default_url,
+    fail_dead_trials,
+    open_storage,
+    this_host,
+    trials_ahead,
+)
 from helpers.utils import atomic_write, run_cli
 
 PRUNERS = ("median", "hyperband", "none")
@@ -175,6 +183,18 @@ def open_study(options: TuneOptions, recorded: dict[str, Any]) -> tuple[optuna.S
         raise ConfigError(f"study {options.study!r} in {url} was made with other settings ({said}); relaunch it "
                           "with its own, or choose another --study")
     return study, url
+
+
+def trials_done(options: TuneOptions) -> int:
+    """Trials of the study already counted towards its total (complete or pruned); 0 for a study not made yet."""
+    out = Path(options.out)
+    if options.storage is None and not (out / SQLITE_FILE).exists():
+        return 0
+    try:
+        study = optuna.load_study(study_name=options.study, storage=open_storage(options.storage or default_url(out)))
+    except KeyError:  # the storage holds no study of that name
+        return 0
+    return Counts.of(study).finished
 
 
 # --------------------------------------------------------------------------- one trial

@@ -31,3 +31,14 @@ def test_prepare_updates_the_clone_and_works_from_its_notebooks(tmp_path: Path,
 def test_a_failed_update_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"(?s)pull --ff-only.*failed.*delete"):
         colab.update(tmp_path)  # not a git clone
+
+
+def test_only_missing_optional_packages_are_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(colab.subprocess, "run",
+                        lambda step, **_: calls.append(step) or subprocess.CompletedProcess(step, 0, "", ""))
+    monkeypatch.setattr(colab.importlib.util, "find_spec", lambda name: None if name == "optuna" else object())
+    assert colab.install_missing(["optuna", "tensorboard"]) == ["optuna>=4.9"]
+    assert calls[0][-3:] == ["install", "-q", "optuna>=4.9"]
+    calls.clear()
+    assert colab.install_missing(["tensorboard"]) == [] and calls == []

@@ -13,7 +13,14 @@ import torch
 from helpers import data
 from helpers.checkpoint import save_checkpoint
 from helpers.model import SSEPT, load_checkpoint
-from helpers.notebook.own_data import curve_points, first_epochs, fit_costs, history_windows, window_checkpoint
+from helpers.notebook.own_data import (
+    curve_points,
+    first_epochs,
+    fit_costs,
+    history_windows,
+    tune_budget,
+    window_checkpoint,
+)
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import FitResult
 
@@ -69,3 +76,9 @@ def test_curve_points_and_first_epochs_read_the_evaluations() -> None:
     assert pd.isna(points.loc[3, ("a", "validation")])
     first = first_epochs(runs, (0.1, 0.3, 0.9))
     assert first.loc["a", "≥ 0.1"] == 2 and first.loc["a", "≥ 0.3"] == 4 and pd.isna(first.loc["a", "≥ 0.9"])
+
+
+def test_the_search_budget_is_stated_before_it_runs() -> None:
+    assert tune_budget(10, 4, 100, 3.0) == ("6 of 10 trials to run, each at most 100 epochs: at 3.0 s an epoch at "
+                                            "most 30 min; pruning and patience stop most trials well before their cap")
+    assert tune_budget(10, 10, 100, 3.0) == "the study has all its 10 trials: it is only reloaded (seconds)"

@@ -84,6 +84,9 @@ def test_a_study_of_three_trials_runs(setup: TuneOptions) -> None:
         assert sorted(p.name for p in board.iterdir()) == ["trial-0000", "trial-0001", "trial-0002"]
     again = run_study(setup)  # a relaunch of a finished study trains nothing and keeps the test metrics
     assert again.counts.finished == 3 and again.best["test"] == best["test"]
+    assert tune_module.trials_done(setup) == 3
+    assert tune_module.trials_done(replace(setup, study="another")) == 0
+    assert tune_module.trials_done(replace(setup, out=setup.out.parent / "nothing-here")) == 0
 
 
 def _has(module: str) -> bool:

@@ -5,9 +5,15 @@ The cell itself only clones the repository (nothing of ours exists before that) 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+#: What a notebook may need beyond what Colab ships, by module, as pip installs it (the `[tune]` extra).
+OPTIONAL: dict[str, str] = {"optuna": "optuna>=4.9", "tensorboard": "tensorboard>=2.14"}
 
 
 def update(code: Path) -> None:
@@ -33,11 +39,27 @@ def mount_drive() -> bool:
         return False
 
 
-def prepare(code: str | Path, use_drive: bool = True) -> None:
-    """Update the clone at `code`, make its `notebooks/` folder the working folder and, with `use_drive`,
-    mount Google Drive (`helpers.notebook.session.outputs_dir` then keeps the runs there)."""
+def install_missing(modules: Sequence[str]) -> list[str]:
+    """pip-install those of `modules` (names of `OPTIONAL`) that cannot be imported, and only those; the pip
+    specs installed ([] when everything is there)."""
+    missing = [OPTIONAL[m] for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        step = [sys.executable, "-m", "pip", "install", "-q", *missing]
+        got = subprocess.run(step, capture_output=True, text=True)
+        if got.returncode != 0:
+            raise RuntimeError(f"`pip install {' '.join(missing)}` failed:\n{got.stderr.strip()}")
+        importlib.invalidate_caches()
+    return missing
+
+
+def prepare(code: str | Path, use_drive: bool = True, need: Sequence[str] = ()) -> None:
+    """Update the clone at `code`, install what of `need` (modules of `OPTIONAL`) is missing, make its
+    `notebooks/` folder the working folder and, with `use_drive`, mount Google Drive
+    (`helpers.notebook.session.outputs_dir` then keeps the runs there)."""
     code = Path(code)
     update(code)
+    for spec in install_missing(need):
+        print(f"installed {spec}")
     os.chdir(code / "notebooks")
     if use_drive:
         mount_drive()

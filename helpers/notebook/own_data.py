@@ -1,5 +1,5 @@
 """What notebook 05 (your own data) shows beyond training: how long the histories are against a window, a
-pretrained checkpoint cut to a shorter window, and what each run cost."""
+pretrained checkpoint cut to a shorter window, what each run cost, and what a search will cost before it runs."""
 
 from __future__ import annotations
 
@@ -83,3 +83,15 @@ def first_epochs(runs: dict[str, FitResult], levels: tuple[float, ...]) -> pd.Da
         table[name] = {f"≥ {level:g}": next((int(e) for e, v in zip(evaluated["epoch"], evaluated[SELECTION_METRIC])
                                              if v >= level), None) for level in levels}
     return pd.DataFrame(table).T.rename_axis("first epoch with validation NDCG@10")
+
+
+def tune_budget(trials: int, done: int, epochs: int, epoch_seconds: float) -> str:
+    """What a search costs before it runs, in one line: the trials left of `trials` (`done` already count) and
+    the most minutes they take at `epoch_seconds` a training epoch if none were stopped before its cap of
+    `epochs`; pruning and patience stop most sooner."""
+    left = max(trials - done, 0)
+    if left == 0:
+        return f"the study has all its {trials} trials: it is only reloaded (seconds)"
+    worst = left * epochs * epoch_seconds / 60
+    return (f"{left} of {trials} trials to run, each at most {epochs} epochs: at {epoch_seconds:.1f} s an epoch "
+            f"at most {worst:.0f} min; pruning and patience stop most trials well before their cap")
