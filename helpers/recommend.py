@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.batch import BATCH_USERS, FORMATS, PART_USERS, file_digest, read_users, write_recommendations
+from helpers.batch import FORMATS, PART_USERS, file_digest, read_users, write_recommendations
 from helpers.checkpoint import OTHER_DATA_FLAG, check_data
 from helpers.convert import IdMaps, read_id_maps
 from helpers.data import RAW_DATASETS, SEQUENCE_DATASETS, SequenceData, load, movie_titles
@@ -303,8 +303,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="format of a folder's parts (default csv; a file's suffix names its own)")
     batch.add_argument("--part-users", type=int, default=PART_USERS,
                        help=f"users per part file (default {PART_USERS})")
-    batch.add_argument("--batch-users", type=int, default=BATCH_USERS,
-                       help=f"users scored at once (default {BATCH_USERS})")
+    batch.add_argument("--batch-users", type=int, default=None,
+                       help="users scored at once (default 32 on a CPU, 256 elsewhere)")
     parser.add_argument("--unknown-user", choices=UNKNOWN_USER_MODES, default=DEFAULT_UNKNOWN_USER,
                         help=f"user vector for --items (default {DEFAULT_UNKNOWN_USER}; docs/own_data.md)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
