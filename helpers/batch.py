@@ -414,7 +414,14 @@ def _shown(maps: IdMaps | None, user: int) -> str | int:
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB), as the studies' records read it."""
+    """Peak resident memory of this process (MB): Linux's VmHWM, which starts again at exec (getrusage's peak
+    would carry the RSS of the process that started this one), else getrusage's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, IndexError, ValueError):
+        pass
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
