@@ -4,9 +4,10 @@ Three layers, one per folder; a layer imports only from the layers above it in t
 
 - `helpers/` (the core a user imports): settings (`settings`: model and training configs,
   presets), data (`data`, `fetch`, `convert`, `history`, `sampler`), the model (`model`),
-  training (`losses`, `train`, `runs`, `checkpoint`), evaluation (`metrics`, `evaluate`,
-  `baselines`) and recommendations (`recommend`), with `utils`, `errors` and `machine` (the machine a
-  record was made on).
+  training (`losses`, `train`, `resume`, `runs`, `checkpoint`, `distributed`), evaluation (`metrics`,
+  `evaluate`, `baselines`), recommendations and serving (`recommend`, `batch`, `export`) and the search
+  (`tune`, `search_space`, `tune_storage`, `tensorboard_log`), with `utils`, `errors` and `machine` (the
+  machine a record was made on).
 - `helpers/notebook/`: what the notebooks share: setup and run records (`session`), the
   committed-notebook checks (`outputs`), figures (`plots`) and results tables (`results`).
 - `helpers/studies/`: studies that drive the core (listed in `helpers/studies/__init__.py`), with what

@@ -9,7 +9,8 @@
 - `timed_run` and `agreement`: the record of a timed GPU run, and whether two runs agree;
 - `large_catalogs`: peak memory of the large-catalogue paths;
 - `scale`: how the cost grows with the data (a package: plans, measurement, benchmark, report);
-- `loss_compare`: the ML-1M loss comparison.
+- `loss_compare`: the ML-1M loss comparison;
+- `serving`: what serving costs: ONNX against torch, request latency per engine, the batch job.
 
 What their records share lives in `records` (memory, load, time stamps), their synthetic data in `synthetic`.
 """
