@@ -13,9 +13,10 @@ from helpers import baselines, data, recommend
 from helpers.checkpoint import read_checkpoint
 from helpers.errors import ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator, input_windows, item_blocks
+from helpers.layers import sum_by_item
 from helpers.losses import compute_loss, loss_sum
 from helpers.metrics import blockwise_full_ranks
-from helpers.model import SSEPT, sum_by_item
+from helpers.model import SSEPT
 from helpers.sampler import SharedNegatives, TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import fit

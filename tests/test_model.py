@@ -16,7 +16,8 @@ import torch
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.errors import CheckpointError, ConfigError
-from helpers.model import SSEPT, AttentionDropout, load_checkpoint
+from helpers.layers import AttentionDropout
+from helpers.model import SSEPT, load_checkpoint
 from helpers.settings import LEGACY_MODEL_SETTINGS, SSEPTConfig
 
 #: Relative tolerance for two float32 computations of the same quantity (rounding ~1e-7,
@@ -295,7 +296,7 @@ def test_truncated_checkpoint(tmp_path: Path) -> None:
 
 
 def test_dropout_rate_scale_and_eval_identity() -> None:
-    from helpers.model import Dropout
+    from helpers.layers import Dropout
 
     layer = Dropout(0.2, np.random.default_rng(0))
     x = torch.ones(200, 500)

@@ -111,7 +111,7 @@ def test_resumed_run_with_the_new_dropouts_is_identical(ml1m_slice: data.Sequenc
 
 def test_timed_fused_attention_dropout_is_the_models() -> None:
     """The fused doubled-keys way that the timing compares computes what `AttentionDropout` does."""
-    from helpers.model import AttentionDropout
+    from helpers.layers import AttentionDropout
     from helpers.studies.short_histories import _fused_doubled_keys_attention_dropout
 
     torch.manual_seed(0)

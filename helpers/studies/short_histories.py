@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from helpers import settings
 from helpers.data import SequenceData, leave_one_out, load
 from helpers.errors import ConfigError
+from helpers.layers import DROPOUT_LEVELS, AttentionDropout, keep_mask
 from helpers.losses import compute_loss
 from helpers.machine import machine_line
-from helpers.model import DROPOUT_LEVELS, SSEPT, AttentionDropout, keep_mask
+from helpers.model import SSEPT
 from helpers.sampler import TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import fit, make_optimizer, pieces_per_batch
