@@ -1,12 +1,11 @@
-"""SSE-PT: a personalised causal transformer for next-item recommendation.
+"""SSE-PT: a personalised causal transformer for next-item recommendation (docs/model.md).
 
-`user_dim = 0` removes the user part, which gives SASRec. The model (docs/model.md), restated
-from Wu et al. (RecSys 2020):
+`user_dim = 0` removes the user part, which gives SASRec. As restated from Wu et al. (RecSys 2020):
 
 - input at each position: `concat(item_emb[i] * sqrt(d_i), user_emb[u] * sqrt(d_u))`
   plus a learned position embedding; dropout; padded positions zeroed;
-- blocks (`helpers.layers.Block`) that layer-norm the queries only, attend causally over the un-normalised
-  keys/values, add the attention output to the normalised queries, then apply a
+- blocks (`helpers.layers.Block`) that layer-norm the queries only, attend causally over the
+  un-normalised keys/values, add the attention output to the normalised queries, then apply a
   feed-forward layer with a residual on its layer-normed input (`block="sasrec"`);
   `block="post-norm"` (`LN(x + attn(x))`, `LN(x + ffn(x))`) and `block="pre-norm"`
   (`x + attn(LN(x))`, `x + ffn(LN(x))`) are the forms later SASRec code uses;
@@ -16,11 +15,16 @@ from Wu et al. (RecSys 2020):
   `h_t . concat(item_emb[j], user_emb[u] * sqrt(d_u))`;
 - optionally (`copy_slots` = R > 0; our addition, not part of SSE-PT, docs/copy_bonus.md) a
   learned recency bonus `copy_bonus[min(d, R)]` for an item last seen d positions back in the
-  input window, added to its score in every scoring path.
+  input window, added to its score.
 
 Padded positions never influence real ones: they are zeroed after every block and
 masked out as attention keys. A batch may therefore be trimmed to its longest
 sequence: an input of width L < maxlen uses the last L position embeddings.
+
+Every score comes from `SSEPT._score`, for any set of candidates: every item (`score_all`,
+`predict(..., None)`), a block of items or candidates shared by a batch (`block_scorer`,
+`score_shared`), or candidates per row (`predict`, `score_items`). The public methods only say
+which rows and which candidates.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +46,15 @@ from helpers.utils import DROPOUT_STREAM
 
 #: The encoder, what transfers between datasets: parameter names starting with these.
 ENCODER_PREFIXES = ("pos_emb.", "blocks.", "final_norm.")
+
+
+class _Query(NamedTuple):
+    """What scoring needs of some rows of hidden states, whatever the candidates (`SSEPT._query`)."""
+
+    item_part: torch.Tensor  # (..., d_i): the item half of the hidden states
+    user_score: torch.Tensor | None  # (..., 1): the user half's score, the same for every candidate; None in SASRec
+    copy: tuple[torch.Tensor, torch.Tensor] | None  # (items, bonus) (..., L) of `copy_terms` per row; None when off
+
 
 class SSEPT(nn.Module):
     """SSE-PT (or SASRec with `user_dim = 0`) built from an `SSEPTConfig` alone."""
@@ -61,7 +74,7 @@ class SSEPT(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.dim, eps=LAYER_NORM_EPS)
         # Our addition (docs/copy_bonus.md): copy_bonus[min(d, R)] for an item last seen d positions back.
-        # Absent when off, so such a model has exactly the parameters (and checkpoints) it had before.
+        # Absent when off, so a model without it has no extra parameter and its checkpoints stay as they are.
         self.copy_bonus = nn.Parameter(torch.zeros(config.copy_slots + 1)) if config.copy_slots else None
         self._init_weights()
 
@@ -93,29 +106,10 @@ class SSEPT(nn.Module):
         return [p for name, p in self.named_parameters() if name.startswith(ENCODER_PREFIXES)]
 
     def _user_vectors(self, users: torch.Tensor) -> torch.Tensor | None:
+        """Each user's embedding scaled by sqrt(d_u), (B, d_u); None in SASRec."""
         if self.user_emb is None:
             return None
         return self.user_emb(users) * math.sqrt(self.config.user_dim)
-
-    def forward(self, users: torch.Tensor, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Hidden states (B, L, d) for users (B,) and left-padded item windows (B, L), L <= maxlen.
-
-        `last_only` returns (B, 1, d) for the last position only, computed with less work.
-        """
-        x, attn_mask, keep = self._embed(users, seqs)
-        for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask, keep, last_only and i == len(self.blocks) - 1)
-        return self.final_norm(x)
-
-    @torch.no_grad()
-    def attention_maps(self, users: torch.Tensor, seqs: torch.Tensor) -> list[torch.Tensor]:
-        """Attention weights of every block, each (B, heads, L, L), for inspection."""
-        x, attn_mask, keep = self._embed(users, seqs)
-        maps = []
-        for block in self.blocks:
-            maps.append(block.attention_probs(x, attn_mask))
-            x = block(x, attn_mask, keep)
-        return maps
 
     def _embed(self, users: torch.Tensor, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Block input (B, L, d), the attention mask (B, 1, L, L) and the keep mask (B, L, 1)."""
@@ -137,16 +131,25 @@ class SSEPT(nn.Module):
         allowed = causal & (real[:, None, :] | torch.eye(length, dtype=torch.bool, device=seqs.device))
         return x, allowed.unsqueeze(1), keep
 
-    def _split_hidden(self, hidden: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Item half of `hidden`, and the user half's score contribution (same for every candidate)."""
-        d_i = self.config.item_dim
-        user_vec = self._user_vectors(users)
-        if user_vec is None:
-            return hidden, None
-        user_part = hidden[..., d_i:]
-        if hidden.dim() == 3:
-            return hidden[..., :d_i], (user_part * user_vec[:, None, :]).sum(-1)
-        return hidden[..., :d_i], (user_part * user_vec).sum(-1)
+    def forward(self, users: torch.Tensor, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, L, d) for users (B,) and left-padded item windows (B, L), L <= maxlen.
+
+        `last_only` returns (B, 1, d) for the last position only, computed with less work.
+        """
+        x, attn_mask, keep = self._embed(users, seqs)
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, keep, last_only and i == len(self.blocks) - 1)
+        return self.final_norm(x)
+
+    @torch.no_grad()
+    def attention_maps(self, users: torch.Tensor, seqs: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every block, each (B, heads, L, L), for inspection."""
+        x, attn_mask, keep = self._embed(users, seqs)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attention_probs(x, attn_mask))
+            x = block(x, attn_mask, keep)
+        return maps
 
     def copy_terms(self, seqs: torch.Tensor, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The copy bonus of windows `seqs` (B, L) as (items, bonus), each (B, L, L): at position t,
@@ -174,33 +177,64 @@ class SSEPT(nn.Module):
         items = seqs[:, None, :].expand_as(valid)
         return (items[:, 0], bonus[:, 0]) if last_only else (items, bonus)
 
-    def _window_terms(self, hidden: torch.Tensor, seqs: torch.Tensor | None,
-                      at: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`copy_terms` lined up with the rows of `hidden`: (B, L, d) every position of `seqs`,
-        (B, d) after its last position, or (M, d) the positions where the (B, L) mask `at` is True."""
-        if seqs is None:
-            raise ConfigError(f"copy_slots is {self.config.copy_slots}: scoring needs the input window (seqs)")
-        if at is not None:
-            items, bonus = self.copy_terms(seqs)
-            return items[at], bonus[at]
-        if hidden.dim() == 3:
-            if hidden.shape[:2] != seqs.shape:
-                raise ConfigError(f"hidden {tuple(hidden.shape)} does not line up with seqs {tuple(seqs.shape)}")
-            return self.copy_terms(seqs)
-        return self.copy_terms(seqs, last_only=True)
+    def _query(self, hidden: torch.Tensor, users: torch.Tensor, seqs: torch.Tensor | None,
+               at: torch.Tensor | None = None) -> _Query:
+        """The terms of rows of hidden states that no candidate changes: the item half, the user half's score
+        and the copy terms lined up with the rows. The rows are (B, L, d) every position of the windows `seqs`
+        (B, L), (B, d) after their last position, or (M, d) the positions where the (B, L) mask `at` is True
+        (`users` then one per row, (M,)). `seqs` is only read with `copy_slots`."""
+        d_i = self.config.item_dim
+        user_score = None
+        user_vec = self._user_vectors(users)
+        if user_vec is not None:
+            if hidden.dim() == 3:
+                user_vec = user_vec[:, None, :]
+            user_score = (hidden[..., d_i:] * user_vec).sum(-1, keepdim=True)
+        copy = None
+        if self.copy_bonus is not None:
+            if seqs is None:
+                raise ConfigError(f"copy_slots is {self.config.copy_slots}: scoring needs the input window (seqs)")
+            if at is not None:
+                window, bonus = self.copy_terms(seqs)
+                copy = window[at], bonus[at]
+            elif hidden.dim() == 3:
+                if hidden.shape[:2] != seqs.shape:
+                    raise ConfigError(f"hidden {tuple(hidden.shape)} does not line up with seqs {tuple(seqs.shape)}")
+                copy = self.copy_terms(seqs)
+            else:
+                copy = self.copy_terms(seqs, last_only=True)
+        return _Query(hidden[..., :d_i], user_score, copy)
+
+    def _score(self, query: _Query, items: torch.Tensor | None) -> torch.Tensor:
+        """Scores of candidates at the rows of `query` (leading shape R): the item term, plus the user term,
+        plus the copy bonus. `items` is None for every item id (R, n_items + 1), (C,) for the same candidates
+        at every row (R, C), or (R, C) for candidates per row.
+
+        Every item and shared candidates take one matrix product with the table's rows (only the C
+        candidates' rows are read); candidates per row take a dot product per candidate. Each item gains
+        the copy bonus from one slot at most, so the bonus is exact whichever way it is gathered.
+        """
+        if items is None:
+            scores = query.item_part @ self.item_emb.weight.T
+        elif items.dim() == 1:
+            scores = query.item_part @ self.item_emb(items).T
+        else:
+            scores = (query.item_part.unsqueeze(-2) * self.item_emb(items)).sum(-1)
+        if query.user_score is not None:
+            scores = scores + query.user_score
+        if query.copy is not None:
+            window, bonus = query.copy
+            if items is None:  # every item: its column is its id
+                scores.scatter_add_(-1, window, bonus.to(scores.dtype))
+            else:
+                scores = scores + sum_by_item(window, bonus, items).to(scores.dtype)
+        return scores
 
     def score_items(self, hidden: torch.Tensor, users: torch.Tensor, items: torch.Tensor,
                     seqs: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of `items` (B, L) at each position of `hidden` (B, L, d); with `copy_slots` the
-        windows `seqs` (B, L) are needed for the copy bonus."""
-        item_part, user_score = self._split_hidden(hidden, users)
-        scores = (item_part * self.item_emb(items)).sum(-1)
-        if user_score is not None:
-            scores = scores + user_score
-        if self.copy_bonus is not None:
-            window, bonus = self._window_terms(hidden, seqs, None)
-            scores = scores + (bonus * (window == items[..., None])).sum(-1).to(scores.dtype)
-        return scores
+        """Scores of one item per row, `items` (B, L), at each position of `hidden` (B, L, d); with
+        `copy_slots` the windows `seqs` (B, L) are needed for the copy bonus."""
+        return self._score(self._query(hidden, users, seqs), items[..., None])[..., 0]
 
     def score_all(self, hidden: torch.Tensor, users: torch.Tensor, seqs: torch.Tensor | None = None,
                   at: torch.Tensor | None = None) -> torch.Tensor:
@@ -210,13 +244,7 @@ class SSEPT(nn.Module):
         is (B, L, d) for every position, (B, d) for the last one, or (M, d) for the positions
         where the (B, L) boolean mask `at` is True (the rows `hidden_all[at]`).
         """
-        item_part, user_score = self._split_hidden(hidden, users)
-        scores = item_part @ self.item_emb.weight.T
-        if user_score is not None:
-            scores = scores + user_score.unsqueeze(-1)
-        if self.copy_bonus is not None:
-            window, bonus = self._window_terms(hidden, seqs, at)
-            scores.scatter_add_(-1, window, bonus.to(scores.dtype))  # each item gains from one slot at most
+        scores = self._score(self._query(hidden, users, seqs, at), None)
         scores[..., 0] = float("-inf")
         return scores
 
@@ -225,34 +253,18 @@ class SSEPT(nn.Module):
         """Scores of the same candidate ids `items` (C,) at every row of `hidden`: (B, L, C) for every position
         (B, L, d), (B, C) after the last one (B, d). Only the C candidates' rows of the item table are read.
         With `copy_slots`, pass the windows `seqs` (B, L) for the copy bonus."""
-        item_part, user_score = self._split_hidden(hidden, users)
-        window = self._window_terms(hidden, seqs, None) if self.copy_bonus is not None else None
-        return self._score_shared(item_part, user_score, window, items)
-
-    def _score_shared(self, item_part: torch.Tensor, user_score: torch.Tensor | None,
-                      window: tuple[torch.Tensor, torch.Tensor] | None, items: torch.Tensor) -> torch.Tensor:
-        """`score_all`'s terms for the columns `items` alone: the item part's product with their rows, the
-        user part's score, and the copy bonus (`window`: `copy_terms` lined up with `item_part`'s rows)."""
-        scores = item_part @ self.item_emb(items).T
-        if user_score is not None:
-            scores = scores + user_score.unsqueeze(-1)
-        if window is not None:
-            scores = scores + sum_by_item(window[0], window[1], items).to(scores.dtype)
-        return scores
+        return self._score(self._query(hidden, users, seqs), items)
 
     @torch.no_grad()
     def block_scorer(self, users: torch.Tensor, seqs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """Each user's final state, computed once, and a function that scores any block of item ids (C,)
         after the last position, (B, C): the columns `items` of `predict(users, seqs, None)`, with the same
         terms (item 0, padding, is -inf). Memory grows with B x C, never with the catalogue."""
-        last = self.forward(users, seqs, last_only=True)[:, -1, :]
-        item_part, user_score = self._split_hidden(last, users)
-        window = self.copy_terms(seqs, last_only=True) if self.copy_bonus is not None else None
+        query = self._query(self.forward(users, seqs, last_only=True)[:, -1, :], users, seqs)
 
         def score(items: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                scores = self._score_shared(item_part, user_score, window, items)
-                return scores.masked_fill(items == 0, float("-inf"))
+                return self._score(query, items).masked_fill(items == 0, float("-inf"))
 
         return score
 
@@ -262,15 +274,7 @@ class SSEPT(nn.Module):
         last = self.forward(users, seqs, last_only=True)[:, -1, :]
         if candidates is None:
             return self.score_all(last, users, seqs)
-        item_part, user_score = self._split_hidden(last, users)
-        scores = torch.bmm(self.item_emb(candidates), item_part.unsqueeze(-1)).squeeze(-1)
-        if user_score is not None:
-            scores = scores + user_score.unsqueeze(-1)
-        if self.copy_bonus is not None:
-            window, bonus = self.copy_terms(seqs, last_only=True)  # (B, L)
-            match = window[:, None, :] == candidates[:, :, None]  # (B, C, L)
-            scores = scores + (bonus[:, None, :] * match).sum(-1).to(scores.dtype)
-        return scores
+        return self._score(self._query(last, users, seqs), candidates)
 
 
 def load_model_state(model: SSEPT, state: dict[str, torch.Tensor], source: str) -> None:
