@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from helpers.errors import CheckpointError
-from helpers.utils import atomic_write
+from helpers.utils import atomic_write, relative
 
 FORMAT = "ssept-checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "model", "epoch", "history")
@@ -100,8 +100,8 @@ def check_data(ckpt: dict[str, Any], data: Any, source: str, label: str, allow_o
     taken by its sizes alone (which the caller checks), and one `log` line says so."""
     same = same_data_as(ckpt, data)
     if same is None:
-        log(f"note: {source} records no data digest (written before it was recorded): only its sizes are checked "
-            f"against {label!r}")
+        log(f"note: {relative(source)} records no data digest (written before it was recorded): only its sizes "
+            f"are checked against {label!r}")
         return
     if not same and not allow_other:
         stored = ckpt["data"]

@@ -60,7 +60,7 @@ from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.tensorboard_log import TensorBoardLog, require_tensorboard
-from helpers.utils import FRACTION_STREAM, device_description, get_device, run_cli, seed_everything
+from helpers.utils import FRACTION_STREAM, device_description, get_device, relative, run_cli, seed_everything
 
 #: The validation metric that picks the best epoch and drives early stopping.
 SELECTION_METRIC = "valid_ndcg@10"
@@ -188,15 +188,18 @@ def _description(split: Split, model_config: SSEPTConfig, config: TrainConfig,
 
 def same_data(ckpt: dict[str, Any], data: SequenceData, source: str, log: Callable[[str], None]) -> bool:
     """Was `ckpt` trained on `data` (so that its item and user tables fit it): by the recorded digest; for a
-    checkpoint written before the digest was recorded, by dataset name and sizes, which one `log` line says."""
+    checkpoint written before the digest was recorded, by dataset name and sizes, and one `log` line says so when
+    that match is what copies its tables."""
     same = same_data_as(ckpt, data)
     if same is not None:
         return same
     stored = ckpt.get("data") or {}
-    log(f"note: {source} records no data digest (written before it was recorded): its tables are copied only if "
-        f"its dataset name and sizes are {data.name!r}'s")
-    return (stored.get("name"), stored.get("n_users"), stored.get("n_items")) == (data.name, data.n_users,
+    same = (stored.get("name"), stored.get("n_users"), stored.get("n_items")) == (data.name, data.n_users,
                                                                                    data.n_items)
+    if same:
+        log(f"note: {relative(source)} records no data digest (written before it was recorded): its item and user "
+            f"tables are copied because its dataset name and sizes are {data.name!r}'s")
+    return same
 
 
 def training_setup(split: Split, model_config: SSEPTConfig, config: TrainConfig, dev: torch.device,

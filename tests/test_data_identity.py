@@ -92,7 +92,20 @@ def test_transfer_from_a_checkpoint_without_digest_goes_by_name_and_sizes(tmp_pa
     model = _started(split, old, lines.append)
     noted = [line for line in lines if "digest" in line]
     assert len(noted) == 1 and "name and sizes" in noted[0], lines
+    assert "old.pt" in noted[0] and str(tmp_path) not in noted[0]  # no machine path in printed output
     assert torch.equal(model.state_dict()["item_emb.weight"], read_checkpoint(old)["model"]["item_emb.weight"])
+
+
+def test_transfer_to_other_data_from_a_checkpoint_without_digest_says_nothing(tmp_path: Path) -> None:
+    """Only the encoder moves to data of other sizes, so the name-and-sizes fallback decides nothing to note."""
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    for path, users, items in ((small, 20, 40), (large, 30, 61)):  # six distinct items per user
+        path.write_text("".join(f"{u} {1 + (7 * u + 3 * t) % items}\n" for u in range(1, users + 1) for t in range(6)))
+    _trained(small, tmp_path / "src")
+    old = _without_digest(tmp_path / "src" / "last.pt", tmp_path / "old.pt")
+    lines: list[str] = []
+    _started(data.leave_one_out(data.read_pairs(large)), old, lines.append)
+    assert not [line for line in lines if "digest" in line], lines
 
 
 def _evaluate(ckpt: Path, dataset: Path, *extra: str) -> list[str]:
