@@ -3,7 +3,7 @@
 Three layers, one per folder; a layer imports only from the layers above it in this list:
 
 - `helpers/` (the core a user imports): settings (`settings`: model and training configs,
-  presets), data (`data`, `fetch`, `convert`, `history`, `sampler`), the model (`model`),
+  presets), data (`data`, `fetch`, `convert`, `history`, `sampler`), the model (`layers`, `model`),
   training (`losses`, `train`, `resume`, `runs`, `checkpoint`, `distributed`), evaluation (`metrics`,
   `evaluate`, `baselines`), recommendations and serving (`recommend`, `batch`, `export`) and the search
   (`tune`, `search_space`, `tune_storage`, `tensorboard_log`), with `utils`, `errors` and `machine` (the
