@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ SQLITE_FILE = "study.db"
 HEARTBEAT_S, GRACE_S = 60, 180
 #: Seconds a SQLite writer waits for another process's lock before failing (several workers on one file).
 SQLITE_TIMEOUT_S = 60
+#: Times a worker tries to open a new database that another worker is creating at the same instant.
+CREATE_ATTEMPTS = 5
 #: Trials that count towards the study's total.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -56,10 +59,19 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 raise ConfigError(f"storage {url} cannot be reached: the folder {path.parent} does not exist")
             return JournalStorage(JournalFileBackend(str(path)))
         engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
-        with warnings.catch_warnings():  # Optuna calls the heartbeat experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                              heartbeat_stale_trial_callback=retry)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():  # Optuna calls the heartbeat experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                      grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+            except Exception as err:
+                # Workers started at once on a new database race to create its tables: the loser finds a table
+                # the winner has just made. The tables then exist, so opening it again succeeds.
+                if "already exists" not in str(err) or attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except ConfigError:
         raise
     except Exception as err:  # sqlalchemy's errors, a missing database driver, a malformed URL: all one line

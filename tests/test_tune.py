@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -137,7 +138,7 @@ def test_after_a_kill_the_study_continues_to_its_total(setup: TuneOptions) -> No
 
 def test_two_processes_share_one_sqlite_study(setup: TuneOptions) -> None:
     options = replace(setup, trials=6, epochs=6)
-    run_study(replace(options, trials=1))  # the study exists before both start (as after a first launch)
+    # both start at once on a new study: they race to create the SQLite tables, and both must go on
     workers = [subprocess.Popen([sys.executable, "-m", "helpers.tune", *_argv(options)], cwd=ROOT, env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     for w in workers:
@@ -145,7 +146,7 @@ def test_two_processes_share_one_sqlite_study(setup: TuneOptions) -> None:
     states = _states(options)
     done = [(n, attrs) for n, s, attrs in states if s in ("COMPLETE", "PRUNED")]
     assert len(done) == 6
-    assert {attrs["pid"] for _, attrs in done[1:]} == {w.pid for w in workers}  # both added trials
+    assert {attrs["pid"] for _, attrs in done} == {w.pid for w in workers}  # both added trials
     assert len({attrs["folder"] for _, attrs in done}) == 6  # no trial trained twice
     assert all(attrs.get("surplus") for _, s, attrs in states if s == "FAIL")  # only a late start is dropped
 
@@ -234,3 +235,28 @@ class _Fixed:
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
         return self.values.get(name, choices[0])
+
+
+def test_tuning_study_records_both_layouts_and_the_defaults(setup: TuneOptions, tmp_path: Path) -> None:
+    """`helpers.studies.tuning` on tiny data: each layout's study reaches its total, its trials table and best trial
+    are recorded with commands free of machine paths, and the defaults are tested as a study tests its best."""
+    from helpers.studies.tuning import Budget, measure
+
+    dataset = _synthetic(tmp_path / "syn200.txt", users=200)  # more users than the defaults' batch of 128
+    budget = Budget(dataset=str(dataset), trials=2, epochs=2, eval_every=1, prune_warmup=0, eval_negatives=10,
+                    space=str(setup.space))
+    out = tmp_path / "record.json"
+    record = measure(budget, out, tmp_path / "work", log=lambda _: None)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    for study, workers in zip(record["studies"], (1, 2), strict=True):
+        assert study["workers"] == workers and study["trials"] == 2 == sum(study["states"].values())
+        table = pd.read_csv(tmp_path / study["trials_csv"])
+        assert len(table) == 2 and study["best"]["valid_ndcg@10"] == pytest.approx(table["valid_ndcg@10"].max())
+        assert set(study["best"]["test"]) == {"sampled", "full"}
+        assert str(ROOT) not in study["command"] and study["command"].startswith("python -m helpers.tune ")
+    defaults = record["defaults"]
+    history = pd.read_csv(tmp_path / "work" / "defaults" / "history.csv")
+    assert defaults["valid_ndcg@10"] == pytest.approx(history["valid_ndcg@10"].max())
+    # the defaults' test metrics are their best epoch's, as training itself measured them
+    assert defaults["test"]["sampled"]["ndcg@10"] == pytest.approx(
+        history.loc[history["valid_ndcg@10"].idxmax(), "test_ndcg@10"], abs=1e-6)
