@@ -16,6 +16,8 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from helpers.errors import ConfigError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; the retry below still covers the race
+    fcntl = None  # type: ignore[assignment]
+
 #: The default storage's file, in the study's folder.
 SQLITE_FILE = "study.db"
 #: Seconds between a worker's heartbeats, and without one after which its running trial is failed (database URLs).
@@ -35,8 +42,29 @@ HEARTBEAT_S, GRACE_S = 60, 180
 SQLITE_TIMEOUT_S = 60
 #: Times a worker tries to open a new database that another worker is creating at the same instant.
 CREATE_ATTEMPTS = 5
+#: What the error of a worker that lost the race to create a new database's tables says.
+CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key")
 #: Trials that count towards the study's total.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+@contextmanager
+def _creation_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on `FILE.lock` beside a SQLite database file while it is opened (created, the first
+    time); nothing for other databases, or where the system has no `fcntl`."""
+    if not url.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    lock = Path(url.removeprefix("sqlite:///") + ".lock")
+    if not lock.parent.is_dir():  # the database's own error says so
+        yield
+        return
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 def default_url(out: Path) -> str:
     """The SQLite file of a study in `out`."""
@@ -59,18 +87,20 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 raise ConfigError(f"storage {url} cannot be reached: the folder {path.parent} does not exist")
             return JournalStorage(JournalFileBackend(str(path)))
         engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                with warnings.catch_warnings():  # Optuna calls the heartbeat experimental
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                      grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
-            except Exception as err:
-                # Workers started at once on a new database race to create its tables: the loser finds a table
-                # the winner has just made. The tables then exist, so opening it again succeeds.
-                if "already exists" not in str(err) or attempt == CREATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        # Workers started at once on a new database race to create its tables (the loser finds a table, or the
+        # schema's version row, that the winner has just written). On a SQLite file a lock beside it lets one
+        # process create them at a time; on a server the loser opens the database again, once the tables exist.
+        with _creation_lock(url):
+            for attempt in range(CREATE_ATTEMPTS):
+                try:
+                    with warnings.catch_warnings():  # Optuna calls the heartbeat experimental
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                          grace_period=GRACE_S, heartbeat_stale_trial_callback=retry)
+                except Exception as err:
+                    if not any(word in str(err) for word in CREATION_RACE) or attempt == CREATE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
     except ConfigError:
         raise

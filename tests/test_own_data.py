@@ -18,6 +18,7 @@ from helpers.notebook.own_data import (
     first_epochs,
     fit_costs,
     history_windows,
+    training_plan,
     tune_budget,
     window_checkpoint,
 )
@@ -82,3 +83,26 @@ def test_the_search_budget_is_stated_before_it_runs() -> None:
     assert tune_budget(10, 4, 100, 3.0) == ("6 of 10 trials to run, each at most 100 epochs: at 3.0 s an epoch at "
                                             "most 30 min; pruning and patience stop most trials well before their cap")
     assert tune_budget(10, 10, 100, 3.0) == "the study has all its 10 trials: it is only reloaded (seconds)"
+
+
+def test_the_training_plan_says_which_runs_train_before_they_do(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=100, eval_every=5, patience=2)
+
+    def rows(values: list[float | None]) -> pd.DataFrame:
+        return pd.DataFrame({"epoch": range(1, len(values) + 1), "valid_ndcg@10": values})
+
+    done, partial = tmp_path / "done", tmp_path / "partial"
+    done.mkdir()
+    partial.mkdir()
+    # best at epoch 2, then two evaluations without a new best: patience 2 is spent
+    rows([0.1, 0.3, None, 0.3, 0.2]).to_csv(done / "history.csv", index=False)
+    rows([0.1, 0.3, None, 0.2]).to_csv(partial / "history.csv", index=False)  # one evaluation since the best
+    folders = {"a": done, "b": partial, "c": tmp_path / "new"}
+    assert training_plan(folders, config) == (
+        "to train: b (resumes after epoch 4), c (new); each until 2 evaluations in a row (every 5 epochs) bring no "
+        "new best validation NDCG@10, at most 100 epochs; a progress bar shows each run's epochs and its validation "
+        "NDCG@10; reloaded: a")
+    assert training_plan({"a": done}, config) == "all 1 runs are finished: they are only reloaded (seconds)"
+    assert training_plan({"a": done}, config, start_over=True).startswith("to train: a (anew); each until")
+    # a run at its cap is finished whatever its patience says
+    assert training_plan({"b": partial}, TrainConfig(epochs=4, eval_every=5, patience=2)).startswith("all 1 runs")

@@ -1,5 +1,6 @@
 """What notebook 05 (your own data) shows beyond training: how long the histories are against a window, a
-pretrained checkpoint cut to a shorter window, what each run cost, and what a search will cost before it runs."""
+pretrained checkpoint cut to a shorter window, what each run cost, and what training and a search will do before
+they run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pandas as pd
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.data import Split
 from helpers.settings import TrainConfig
-from helpers.train import SELECTION_METRIC, FitResult
+from helpers.train import SELECTION_METRIC, FitResult, evaluations_since_best
 
 
 def history_windows(split: Split, windows: tuple[int, ...] = (50, 100, 200)) -> pd.DataFrame:
@@ -95,3 +96,35 @@ def tune_budget(trials: int, done: int, epochs: int, epoch_seconds: float) -> st
     worst = left * epochs * epoch_seconds / 60
     return (f"{left} of {trials} trials to run, each at most {epochs} epochs: at {epoch_seconds:.1f} s an epoch "
             f"at most {worst:.0f} min; pruning and patience stop most trials well before their cap")
+
+
+def _run_state(folder: Path, config: TrainConfig) -> str:
+    """'finished', 'new' or 'resumes after epoch N' for a run folder, read from its history as `fit` would see
+    it (patience counted the way `fit` counts it)."""
+    history_csv = Path(folder) / "history.csv"
+    if not history_csv.exists():
+        return "new"
+    rows = pd.read_csv(history_csv).to_dict("records")
+    if not rows:
+        return "new"
+    evaluated = [row for row in rows if not pd.isna(row.get(SELECTION_METRIC))]
+    best = max(evaluated, key=lambda row: row[SELECTION_METRIC]) if evaluated else {}  # the first of equals
+    last = int(rows[-1]["epoch"])
+    stopped = (config.patience and evaluations_since_best(rows, best) >= config.patience) or last >= config.epochs
+    return "finished" if stopped else f"resumes after epoch {last}"
+
+
+def training_plan(folders: dict[str, Path], config: TrainConfig, start_over: bool = False) -> str:
+    """What the training cell is about to do, in one line, before it trains: which runs are only reloaded and
+    which train (new, resumed, or anew with `start_over`), and what stops them."""
+    states = {name: "anew" if start_over else _run_state(folder, config) for name, folder in folders.items()}
+    todo = {name: state for name, state in states.items() if state != "finished"}
+    if not todo:
+        return f"all {len(states)} runs are finished: they are only reloaded (seconds)"
+    stop = (f"until {config.patience} evaluations in a row (every {config.eval_every} epochs) bring no new best "
+            f"validation NDCG@10, at most {config.epochs} epochs" if config.patience
+            else f"for {config.epochs} epochs")
+    said = ", ".join(f"{name} ({state})" for name, state in todo.items())
+    reloaded = [name for name in states if name not in todo]
+    return (f"to train: {said}; each {stop}; a progress bar shows each run's epochs and its validation NDCG@10"
+            + (f"; reloaded: {', '.join(reloaded)}" if reloaded else ""))

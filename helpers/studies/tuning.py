@@ -121,17 +121,21 @@ def run_defaults(budget: Budget, out: Path) -> dict[str, Any]:
                                                                  eval_negatives=budget.eval_negatives))}
 
 
-def measure(budget: Budget, out: Path, work: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """One worker, then two, then the defaults; the record is rewritten after each, so a kill keeps what was
-    measured."""
+def measure(budget: Budget, out: Path, work: Path, log: Callable[[str], None] = print,
+            layouts: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """A study for each count of workers in `layouts`, then the defaults; the record is rewritten after each, so
+    a kill keeps what was measured, and a record of the same budget keeps its studies of other worker counts."""
     record: dict[str, Any] = {"command": "python -m helpers.studies.tuning", "machine": machine(),
                               "machine_line": machine_line(), "budget": asdict(budget), "pruner": "median",
                               "studies": []}
+    if out.exists() and json.loads(out.read_text()).get("budget") == record["budget"]:
+        record["studies"] = [s for s in json.loads(out.read_text())["studies"] if s["workers"] not in layouts]
     work.mkdir(parents=True, exist_ok=True)
-    for workers in (1, 2):
+    for workers in layouts:
         trials_csv = out.with_name(f"{out.stem}_workers{workers}_trials.csv")
-        record["studies"].append(run_workers(budget, workers, work / f"workers-{workers}", trials_csv))
-        log(json.dumps(record["studies"][-1]))
+        measured = run_workers(budget, workers, work / f"workers-{workers}", trials_csv)
+        log(json.dumps(measured))
+        record["studies"] = sorted([*record["studies"], measured], key=lambda study: study["workers"])
         write_json(out, record)
     record["defaults"] = run_defaults(budget, work / "defaults")
     log(json.dumps(record["defaults"]))
@@ -144,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.studies.tuning", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ARTIFACTS / "tune_ml1m_small.json", help="the record")
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "tune-ml1m", help="the studies' folders")
+    parser.add_argument("--workers", default="1,2", help="the worker counts to measure, comma-separated")
     for f in fields(Budget):
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                             help=f"default: {f.default}")
     args = vars(parser.parse_args(argv))
     out, work = args.pop("out"), args.pop("work")
-    measure(Budget(**args), out, work)
+    layouts = tuple(int(w) for w in args.pop("workers").split(","))
+    measure(Budget(**args), out, work, layouts=layouts)
     print(f"wrote {relative(out)}")
     return 0
 
