@@ -2,10 +2,10 @@
 
 `fit` (`helpers.train`) keeps its changing state in a `State` and what its phases share in a `Job`; this module
 turns them into a checkpoint's payload (`checkpoint_payload`) and back (`restore_state`), with every rank's random
-streams (`process_rng_state`, `restore_process_rng_state`), and checks the run folder before a run starts or goes on
-(`prepare_folder`, `same_run_on_every_rank`). A run resumed with another number of processes goes on with the stored
-weights and optimizer and fresh random streams (`fresh_streams`). Rank 0 alone reads and writes the folder and hands
-what it read to the other ranks.
+streams (`process_rng_state`, `restore_process_rng_state`), says when a run is over (`stop_reason`), and checks
+the run folder before a run starts or goes on (`prepare_folder`, `same_run_on_every_rank`). A run resumed with
+another number of processes goes on with the stored weights and optimizer and fresh random streams
+(`fresh_streams`). Rank 0 alone reads and writes the folder and hands what it read to the other ranks.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from helpers.sampler import TrainSampler
 from helpers.settings import TrainConfig
 from helpers.utils import DROPOUT_STREAM, RANK_DRAWS_STREAM, RANK_TORCH_STREAM, relative
 
+#: The validation metric that picks the best epoch and drives early stopping.
+SELECTION_METRIC = "valid_ndcg@10"
+
 
 @dataclass
 class State:
@@ -38,6 +41,30 @@ class State:
     best: dict[str, Any] = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] | None = None
     epoch: int = 0
+
+
+def evaluations_since_best(history: list[dict[str, Any]], best: dict[str, Any]) -> int:
+    """How many evaluations came after the best one (what patience counts)."""
+    if not best:
+        return 0
+    return sum(1 for row in history if row["epoch"] > best["epoch"] and SELECTION_METRIC in row
+               and not _missing(row[SELECTION_METRIC]))
+
+
+def _missing(value: Any) -> bool:
+    """A metric cell with no value: absent from a history row, or NaN where the row was read from history.csv."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def stop_reason(config: TrainConfig, history: list[dict[str, Any]], best: dict[str, Any], epoch: int) -> str | None:
+    """Why a run is over after `epoch` (its `history` and `best` epoch): "patience" once `config.patience`
+    evaluations in a row bring no new best, "cap" (with patience) or "epochs" once it has trained `config.epochs`;
+    None while it goes on. `fit` stops by it; a notebook reads it from a run's history.csv to say what will train."""
+    if config.patience and evaluations_since_best(history, best) >= config.patience:
+        return "patience"
+    if epoch >= config.epochs:
+        return "cap" if config.patience else "epochs"
+    return None
 
 
 @dataclass
@@ -137,11 +164,12 @@ def same_run_on_every_rank(description: dict[str, Any], data: SequenceData, worl
 
 def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimizer, sampler: TrainSampler,
                   world: World, log: Callable[[str], None], new_count: bool = False,
-                  epochs: int | None = None) -> State:
+                  config: TrainConfig | None = None) -> State:
     """The state of the folder's newest readable checkpoint (a fresh state if there is none): rank 0 reads
     it, settles the best epoch's weights (`best_weights`) and hands both to every rank, and each takes its own
-    random state from it. A checkpoint whose best weights are gone is refused on every rank alike. `epochs`,
-    the run's budget, only words the log line: a run that has trained them all is reloaded, not resumed."""
+    random state from it. A checkpoint whose best weights are gone is refused on every rank alike. `config`, the
+    run's settings, only words the log line: a run that its stop rule (`stop_reason`) has ended is reloaded, not
+    resumed."""
     refusal = latest = best_state = None
     if world.main:
         try:
@@ -160,12 +188,15 @@ def restore_state(folder: RunFolder, model: SSEPT, optimizer: torch.optim.Optimi
     stored = latest.get("world_size", 1)
     changed = (f" with {world.size} process(es) instead of {stored}: the weights and the optimizer go on, the "
                "random streams start afresh" if stored != world.size else "")
-    if epochs is not None and latest["epoch"] >= epochs:
-        log(f"{relative(folder.path)} has trained all {epochs} epochs: reloading it (best epoch "
-            f"{latest['best'].get('epoch', 'none')})")
+    state = State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
+    reason = stop_reason(config, state.history, state.best, state.epoch) if config is not None else None
+    if reason is not None:
+        done = (f"was stopped by patience after {state.epoch} epochs" if reason == "patience"
+                else f"has trained all {state.epoch} epochs")
+        log(f"{relative(folder.path)} {done}: reloading it (best epoch {state.best.get('epoch', 'none')})")
     else:
-        log(f"resuming {relative(folder.path)} from epoch {latest['epoch']}{changed}")
-    return State(list(latest["history"]), dict(latest["best"]), best_state, int(latest["epoch"]))
+        log(f"resuming {relative(folder.path)} from epoch {state.epoch}{changed}")
+    return state
 
 
 def read_latest(folder: RunFolder, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -47,6 +47,7 @@ from helpers.fetch import sha256_of
 from helpers.losses import compute_loss, make_loss_fn
 from helpers.model import SSEPT, transfer_encoder
 from helpers.resume import (
+    SELECTION_METRIC,
     Job,
     State,
     checkpoint_payload,
@@ -55,15 +56,13 @@ from helpers.resume import (
     rank_streams,
     restore_state,
     same_run_on_every_rank,
+    stop_reason,
 )
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler, prefetch
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.tensorboard_log import TensorBoardLog, require_tensorboard
 from helpers.utils import FRACTION_STREAM, device_description, get_device, relative, run_cli, seed_everything
-
-#: The validation metric that picks the best epoch and drives early stopping.
-SELECTION_METRIC = "valid_ndcg@10"
 
 
 @dataclass
@@ -165,14 +164,6 @@ def training_users(split: Split, fraction: float, seed: int) -> np.ndarray | Non
     return np.sort(order[: max(1, math.ceil(fraction * users.size))])
 
 
-def evaluations_since_best(history: list[dict[str, Any]], best: dict[str, Any]) -> int:
-    """How many evaluations came after the best one (what patience counts)."""
-    if not best:
-        return 0
-    return sum(1 for row in history if row["epoch"] > best["epoch"] and SELECTION_METRIC in row
-               and not pd.isna(row[SELECTION_METRIC]))
-
-
 # --------------------------------------------------------------------------- fit
 
 
@@ -262,12 +253,8 @@ def _kept(folder: RunFolder | None) -> str:
 
 
 def _stop_reason(config: TrainConfig, state: State) -> str | None:
-    """Why training is over after `state.epoch`, or None to go on."""
-    if config.patience and evaluations_since_best(state.history, state.best) >= config.patience:
-        return "patience"
-    if state.epoch >= config.epochs:
-        return "cap" if config.patience else "epochs"
-    return None
+    """Why training is over after `state.epoch`, or None to go on (`stop_reason` on the state)."""
+    return stop_reason(config, state.history, state.best, state.epoch)
 
 
 def trained_on(device: torch.device, world: World) -> str:
@@ -363,7 +350,7 @@ def fit(
     if folder is not None:
         prepare_folder(folder, description, resume, overwrite, world, new_process_count)
         if resume:
-            state = restore_state(folder, model, optimizer, sampler, world, log, new_process_count, config.epochs)
+            state = restore_state(folder, model, optimizer, sampler, world, log, new_process_count, config)
     # Wrapped once restored: every rank starts from the same weights (DDP also copies rank 0's).
     job = Job(split, config, model, wrap(model, world, dev), optimizer, sampler, evaluators, dev, folder, world)
 

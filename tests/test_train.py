@@ -22,11 +22,13 @@ from helpers.errors import CheckpointError, ConfigError, NonFiniteError
 from helpers.evaluate import Evaluator
 from helpers.losses import compute_loss, loss_sum, make_loss_fn
 from helpers.model import SSEPT, load_checkpoint, transfer_encoder
+from helpers.notebook.own_data import training_plan
 from helpers.runs import RunFolder
 from helpers.sampler import TrainSampler
 from helpers.settings import SSEPTConfig, TrainConfig
 from helpers.train import fit, make_optimizer, pieces_per_batch, train_epoch
 from helpers.train import main as train_main
+from helpers.utils import relative
 from tests.tolerance import assert_close_scaled
 
 
@@ -131,6 +133,23 @@ def test_a_finished_run_says_it_is_reloaded_not_resumed(tmp_path: Path) -> None:
     assert said[0].endswith(f"run has trained all 2 epochs: reloading it (best epoch {again.best['epoch']})")
     fit(split, _config(split), TC(epochs=3), tmp_path / "run", resume=True, progress=False, log=said.append)
     assert said[-1].startswith("resuming ") and said[-1].endswith("run from epoch 2")
+
+
+def test_a_run_stopped_by_patience_says_it_is_reloaded_and_the_plan_agrees(tmp_path: Path) -> None:
+    """A run that patience ended, before its epoch cap, is reloaded, not "resumed", and the notebook's plan,
+    which reads its history.csv, calls it finished by the same rule; a larger patience resumes it."""
+    split = data.leave_one_out(data.read_pairs(_synthetic(tmp_path / "s.txt", users=48)))
+    config = TC(epochs=60, eval_every=1, patience=2, lr=0.05)
+    first = fit(split, _config(split), config, tmp_path / "run", progress=False)
+    assert first.stop_reason == "patience" and len(first.history) < 60
+    said: list[str] = []
+    again = fit(split, _config(split), config, tmp_path / "run", resume=True, progress=False, log=said.append)
+    assert said == [f"{relative(tmp_path / 'run')} was stopped by patience after {len(first.history)} epochs: "
+                    f"reloading it (best epoch {first.best['epoch']})"]
+    assert again.stop_reason == "patience" and again.best == first.best
+    assert training_plan({"run": tmp_path / "run"}, config).startswith("all 1 runs are finished")
+    longer = TC(epochs=60, eval_every=1, patience=50, lr=0.05)
+    assert f"run (resumes after epoch {len(first.history)})" in training_plan({"run": tmp_path / "run"}, longer)
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce", "bce+ce"])

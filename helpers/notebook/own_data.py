@@ -11,8 +11,9 @@ import pandas as pd
 
 from helpers.checkpoint import read_checkpoint, save_checkpoint
 from helpers.data import Split
+from helpers.resume import stop_reason
 from helpers.settings import TrainConfig
-from helpers.train import SELECTION_METRIC, FitResult, evaluations_since_best
+from helpers.train import SELECTION_METRIC, FitResult
 
 
 def history_windows(split: Split, windows: tuple[int, ...] = (50, 100, 200)) -> pd.DataFrame:
@@ -99,8 +100,8 @@ def tune_budget(trials: int, done: int, epochs: int, epoch_seconds: float) -> st
 
 
 def _run_state(folder: Path, config: TrainConfig) -> str:
-    """'finished', 'new' or 'resumes after epoch N' for a run folder, read from its history as `fit` would see
-    it (patience counted the way `fit` counts it)."""
+    """'finished', 'new' or 'resumes after epoch N' for a run folder, by `fit`'s own stop rule (`stop_reason`)
+    on the history it has written."""
     history_csv = Path(folder) / "history.csv"
     if not history_csv.exists():
         return "new"
@@ -110,8 +111,7 @@ def _run_state(folder: Path, config: TrainConfig) -> str:
     evaluated = [row for row in rows if not pd.isna(row.get(SELECTION_METRIC))]
     best = max(evaluated, key=lambda row: row[SELECTION_METRIC]) if evaluated else {}  # the first of equals
     last = int(rows[-1]["epoch"])
-    stopped = (config.patience and evaluations_since_best(rows, best) >= config.patience) or last >= config.epochs
-    return "finished" if stopped else f"resumes after epoch {last}"
+    return "finished" if stop_reason(config, rows, best, last) else f"resumes after epoch {last}"
 
 
 def training_plan(folders: dict[str, Path], config: TrainConfig, start_over: bool = False) -> str:
